@@ -1,0 +1,503 @@
+//! `Context`: the kernel's kioctx in user space. Read this file first.
+//!
+//! A request's path: `submit` counts it in (`Lifecycle::enter`), takes a ring slot, checks
+//! it, and hands it to the engine; the engine runs it and calls `Inflight::complete`, which
+//! posts the event, signals the request's eventfd, wakes waiters, and only then counts the
+//! request out. Destroy (`Context::destroy`) marks the context dying, cancels what its engine
+//! can cancel, and waits until the count is zero: after that nothing of the context touches
+//! caller memory again.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::buf::Buf;
+use crate::doorbell::{Doorbell, Woken};
+use crate::engine::{self, Engine, EngineKind};
+use crate::lifecycle::{Lifecycle, State};
+use crate::request::{Opcode, Request};
+use crate::ring::Ring;
+use crate::sys::abi::{self, IoEvent};
+use crate::sys::fd;
+
+pub(crate) fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// One completed request, as `get_events` returns it to a Rust caller.
+#[derive(Debug)]
+pub struct Completion {
+    /// The request's `data` tag.
+    pub data: u64,
+    /// The request's identity (`obj`).
+    pub obj: u64,
+    /// Bytes transferred (a poll: the ready mask), or a negative errno.
+    pub res: i64,
+    pub res2: i64,
+    bufs: Vec<Buf>,
+}
+
+impl Completion {
+    /// `res` as a Result: bytes transferred, or the error.
+    pub fn result(&self) -> io::Result<usize> {
+        if self.res < 0 {
+            Err(errno(-self.res as i32))
+        } else {
+            Ok(self.res as usize)
+        }
+    }
+
+    /// The request's first (usually only) buffer, handed back.
+    pub fn into_buf(self) -> Option<Buf> {
+        self.bufs.into_iter().next()
+    }
+
+    /// All of the request's buffers, handed back in order.
+    pub fn into_bufs(self) -> Vec<Buf> {
+        self.bufs
+    }
+}
+
+/// A request the context did not accept, with the reason; the caller gets it back whole.
+#[derive(Debug)]
+pub struct SubmitError {
+    pub error: io::Error,
+    pub request: Request,
+}
+
+impl From<SubmitError> for io::Error {
+    fn from(e: SubmitError) -> io::Error {
+        e.error
+    }
+}
+
+/// Counters of a context's life so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub submitted: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    /// Requests an engine handed to the thread pool because it could not run them without
+    /// blocking (kaio: buffered I/O that came back `EAGAIN` under `RWF_NOWAIT`).
+    pub fallbacks: u64,
+    /// Events lost because a C caller corrupted the ring's `head`.
+    pub lost: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    cancelled: AtomicU64,
+    pub(crate) fallbacks: AtomicU64,
+    lost: AtomicU64,
+}
+
+/// The part of a context that requests in flight keep alive: the ring, the lifecycle and
+/// the doorbell. Engines reach it through `Inflight`; it never refers to the engine, so a
+/// forgotten `Context` leaks instead of freeing memory a request still uses.
+pub(crate) struct Core {
+    ring: Ring,
+    lifecycle: Lifecycle,
+    doorbell: Doorbell,
+    pub(crate) counters: Counters,
+}
+
+/// A request an engine owns between start and completion.
+pub(crate) struct Inflight {
+    pub(crate) request: Request,
+    core: Arc<Core>,
+}
+
+impl Inflight {
+    /// Whether this request belongs to the context of `core`.
+    pub(crate) fn belongs_to(&self, core: &Arc<Core>) -> bool {
+        Arc::ptr_eq(&self.core, core)
+    }
+
+    /// Posts the request's event and lets go of it. Called exactly once, by the engine,
+    /// after its last access to the request's memory.
+    pub(crate) fn complete(self, res: i64) {
+        let Inflight { request, core } = self;
+        let event = IoEvent {
+            data: request.data,
+            obj: request.key(),
+            res,
+            res2: 0,
+        };
+        if res == -(libc::ECANCELED as i64) {
+            core.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        let Request { buffers, resfd, .. } = request;
+        if !core.ring.post(event, buffers.into_owned()) {
+            core.counters.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        core.counters.completed.fetch_add(1, Ordering::Relaxed);
+        // The event is visible before the eventfd moves (SPEC: RESFD ordering).
+        if let Some(eventfd) = resfd {
+            fd::eventfd_signal(eventfd.as_fd(), 1);
+        }
+        core.doorbell.ring();
+        core.lifecycle.exit();
+    }
+}
+
+/// Distinguishes contexts in the ring header's `id` word.
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// An AIO context: a completion ring, an engine, and a lifecycle whose destroy waits.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use aioctx::{Context, Request};
+///
+/// let ctx = Context::new(32)?;
+/// let file = Arc::new(std::fs::File::open("/etc/hostname")?);
+/// ctx.submit_one(Request::read(file, vec![0u8; 4096], 0).data(1))?;
+/// let done = ctx.get_events(1, 1, Some(Duration::from_secs(5)))?;
+/// let n = done[0].result()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Context {
+    core: Arc<Core>,
+    engine: Box<dyn Engine>,
+}
+
+impl Context {
+    /// A context for at least `nr_events` requests on the default engine
+    /// (`AIOCTX_ENGINE`, else the best that works here).
+    pub fn new(nr_events: u32) -> io::Result<Context> {
+        Context::with_engine(nr_events, EngineKind::from_env()?)
+    }
+
+    /// A context on a chosen engine. Errors as `io_setup`: `EINVAL` for 0 or an absurd
+    /// size; `EAGAIN` for more than `/proc/sys/fs/aio-max-nr` events.
+    pub fn with_engine(nr_events: u32, kind: EngineKind) -> io::Result<Context> {
+        check_nr_events(nr_events)?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let core = Arc::new(Core {
+            ring: Ring::new(nr_events, id)?,
+            lifecycle: Lifecycle::new(),
+            doorbell: Doorbell::new()?,
+            counters: Counters::default(),
+        });
+        let engine = engine::open(kind, &core)?;
+        Ok(Context { core, engine })
+    }
+
+    /// The engine this context runs on.
+    pub fn engine(&self) -> EngineKind {
+        self.engine.kind()
+    }
+
+    /// How many requests may be in flight or unreaped at once (at least `nr_events`).
+    pub fn capacity(&self) -> u32 {
+        self.core.ring.capacity()
+    }
+
+    pub fn state(&self) -> State {
+        self.core.lifecycle.state()
+    }
+
+    /// Requests started and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.core.lifecycle.in_flight()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.core.counters;
+        Stats {
+            submitted: c.submitted.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            fallbacks: c.fallbacks.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The completion ring in the kernel's `aio_ring` layout; the C ABI's context handle.
+    /// It stays mapped while this context (or a request of it) lives.
+    pub fn ring_ptr(&self) -> *mut abi::AioRingHeader {
+        self.core.ring.as_ptr()
+    }
+
+    /// Submits requests from the front of `requests`, as `io_submit`: at most
+    /// `capacity()` of them; accepted ones are removed from the vector (they are in
+    /// flight). Returns how many were accepted; an error only if the first failed. The
+    /// requests not accepted stay in `requests`, never executed.
+    pub fn submit(&self, requests: &mut Vec<Request>) -> io::Result<usize> {
+        let limit = requests.len().min(self.capacity() as usize);
+        let mut batch = std::mem::take(requests).into_iter();
+        let mut accepted = 0;
+        let mut failure = None;
+        while accepted < limit {
+            let Some(request) = batch.next() else { break };
+            if let Err(SubmitError { error, request }) = self.submit_one(request) {
+                requests.push(request);
+                failure = Some(error);
+                break;
+            }
+            accepted += 1;
+        }
+        requests.extend(batch);
+        match failure {
+            Some(error) if accepted == 0 => Err(error),
+            _ => Ok(accepted),
+        }
+    }
+
+    /// Submits one request; on failure it comes back with the error.
+    pub fn submit_one(&self, request: Request) -> Result<(), SubmitError> {
+        match self.admit() {
+            Ok(admission) => self.launch(admission, request),
+            Err(error) => Err(SubmitError { error, request }),
+        }
+    }
+
+    /// Submits the request `decode` builds once the context is known live and a ring slot is
+    /// taken, so that errors come in the kernel's order (`EAGAIN` for a full ring before
+    /// anything the decoder finds). For the C ABI, which resolves fds in `decode`.
+    pub fn submit_with(&self, decode: impl FnOnce() -> io::Result<Request>) -> io::Result<()> {
+        let admission = self.admit()?;
+        let request = decode()?;
+        self.launch(admission, request).map_err(io::Error::from)
+    }
+
+    /// Counts a request in and takes its ring slot.
+    fn admit(&self) -> io::Result<Admission<'_>> {
+        if !self.core.lifecycle.enter() {
+            return Err(errno(libc::EINVAL));
+        }
+        let mut admission = Admission {
+            core: &self.core,
+            slot: false,
+        };
+        if !self.core.ring.reserve_slot() {
+            return Err(errno(libc::EAGAIN));
+        }
+        admission.slot = true;
+        Ok(admission)
+    }
+
+    /// Checks an admitted request and starts it on the engine.
+    fn launch(&self, admission: Admission<'_>, request: Request) -> Result<(), SubmitError> {
+        let mut request = request;
+        if let Err(error) = self.check(&mut request) {
+            return Err(SubmitError { error, request });
+        }
+        let inflight = Inflight {
+            request,
+            core: Arc::clone(&self.core),
+        };
+        match self.engine.start(inflight) {
+            Ok(()) => {
+                std::mem::forget(admission);
+                self.core.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err((inflight, error)) => Err(SubmitError {
+                error,
+                request: inflight.request,
+            }),
+        }
+    }
+
+    /// The submit-time checks of SPEC §2 that a typed request can still fail, in order.
+    fn check(&self, request: &mut Request) -> io::Result<()> {
+        if let Some(resfd) = &request.resfd {
+            if !fd::is_eventfd(resfd.as_fd()) {
+                return Err(errno(libc::EINVAL));
+            }
+        }
+        let op = request.opcode;
+        let file = match (&request.file, op) {
+            (_, Opcode::Noop) => return Ok(()),
+            (None, _) => return Err(errno(libc::EBADF)),
+            (Some(file), _) => file,
+        };
+        if op.is_read() || op.is_write() {
+            let mode = fd::open_mode(file.as_fd())?;
+            if (op.is_read() && !mode.readable) || (op.is_write() && !mode.writable) {
+                return Err(errno(libc::EBADF));
+            }
+            request.mode = mode;
+        }
+        if (op.is_sync() || op == Opcode::Poll) && !request.rw_flags.is_empty() {
+            return Err(errno(libc::EINVAL));
+        }
+        if !self.engine.supports(request.rw_flags) {
+            return Err(errno(libc::EOPNOTSUPP));
+        }
+        Ok(())
+    }
+
+    /// Waits for at least `min` events (or `timeout`), then returns up to `max`, oldest
+    /// first, with their buffers. As `io_getevents`: `EINVAL` if `min > max` or the context
+    /// is destroyed (while waiting: the events taken so far, else `EINVAL`).
+    pub fn get_events(
+        &self,
+        min: usize,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<Vec<Completion>> {
+        let mut completions = Vec::new();
+        self.reap(min, max, timeout, None, &mut |event, bufs| {
+            completions.push(Completion {
+                data: event.data,
+                obj: event.obj,
+                res: event.res,
+                res2: event.res2,
+                bufs,
+            })
+        })?;
+        Ok(completions)
+    }
+
+    /// `get_events` into raw `io_event`s, with an optional kernel signal mask installed for
+    /// the wait (`io_pgetevents`); `EINTR` if a signal arrives before any event is taken.
+    pub fn get_events_raw(
+        &self,
+        min: usize,
+        events: &mut [IoEvent],
+        timeout: Option<Duration>,
+        sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        let mut filled = 0;
+        self.reap(min, events.len(), timeout, sigmask, &mut |event, _| {
+            events[filled] = event;
+            filled += 1;
+        })
+    }
+
+    /// The one reaping loop behind both faces of get_events.
+    fn reap(
+        &self,
+        min: usize,
+        max: usize,
+        timeout: Option<Duration>,
+        sigmask: Option<u64>,
+        sink: &mut dyn FnMut(IoEvent, Vec<Buf>),
+    ) -> io::Result<usize> {
+        if min > max || !self.core.lifecycle.is_live() {
+            return Err(errno(libc::EINVAL));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let ring = &self.core.ring;
+        let mut taken = 0;
+        loop {
+            taken += ring.take(max - taken, sink);
+            if taken >= min {
+                break;
+            }
+            if !self.core.lifecycle.is_live() {
+                return if taken > 0 {
+                    Ok(taken)
+                } else {
+                    Err(errno(libc::EINVAL))
+                };
+            }
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if remaining == Some(Duration::ZERO) {
+                break;
+            }
+            let ready = || ring.unreaped() > 0 || !self.core.lifecycle.is_live();
+            match self.core.doorbell.wait(ready, remaining, sigmask) {
+                Ok(Woken::Rung) => {}
+                Ok(Woken::TimedOut) => {
+                    taken += ring.take(max - taken, sink);
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) && taken > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        // Events left behind may be another sleeper's, whose ring we may have drained.
+        if ring.unreaped() > 0 {
+            self.core.doorbell.ring();
+        }
+        Ok(taken)
+    }
+
+    /// Cancels the in-flight request whose identity is `obj`. `Ok` means what the kernel's
+    /// `-EINPROGRESS` means: its event will arrive, with `-ECANCELED` (or its result, if it
+    /// finished first). `EINVAL` if no such request can be cancelled.
+    pub fn cancel(&self, obj: u64) -> io::Result<()> {
+        if !self.core.lifecycle.is_live() {
+            return Err(errno(libc::EINVAL));
+        }
+        self.engine.cancel(obj)
+    }
+
+    /// Destroys the context: when this returns, no request of it will ever touch caller
+    /// memory again. Every concurrent caller waits for that; the first gets `Ok`, the
+    /// others (and later calls) `EINVAL`. Events not reaped are discarded.
+    pub fn destroy(&self) -> io::Result<()> {
+        let first = self.core.lifecycle.kill();
+        // Waiters in get_events leave now, with what they took or EINVAL.
+        self.core.doorbell.ring();
+        if first {
+            self.engine.cancel_all();
+        }
+        self.core.lifecycle.wait_requests_done();
+        if first {
+            Ok(())
+        } else {
+            Err(errno(libc::EINVAL))
+        }
+    }
+}
+
+impl Drop for Context {
+    /// Drop is destroy: it blocks until nothing of the context is in flight.
+    fn drop(&mut self) {
+        let _ = self.destroy();
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("engine", &self.engine())
+            .field("capacity", &self.capacity())
+            .field("state", &self.state())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+/// A request counted in with a ring slot, not yet started: dropping it undoes both.
+struct Admission<'a> {
+    core: &'a Core,
+    slot: bool,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self.slot {
+            self.core.ring.unreserve_slot();
+        }
+        self.core.lifecycle.exit();
+    }
+}
+
+/// `io_setup`'s size checks: nonzero, within the kernel's cap, within `aio-max-nr`.
+fn check_nr_events(nr_events: u32) -> io::Result<()> {
+    if nr_events == 0 || u64::from(nr_events) > abi::MAX_NR_EVENTS {
+        return Err(errno(libc::EINVAL));
+    }
+    if u64::from(nr_events) > aio_max_nr() {
+        return Err(errno(libc::EAGAIN));
+    }
+    Ok(())
+}
+
+/// `/proc/sys/fs/aio-max-nr` (the kernel's default if unreadable).
+fn aio_max_nr() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/aio-max-nr")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65536)
+}

@@ -1,0 +1,124 @@
+//! How get_events waiters sleep and completions wake them.
+//!
+//! A waiter registers, re-checks its condition, and sleeps on the context's eventfd; a
+//! completion that finds waiters registered signals the eventfd. Sleeping in `ppoll` (not a
+//! futex) is what lets `io_pgetevents` install its signal mask atomically and lets a signal
+//! interrupt the wait with `EINTR`. Under `--cfg loom` a counter and condvar stand in for the
+//! eventfd so the protocol itself can be model-checked.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::sync::{fence, AtomicUsize};
+
+pub(crate) struct Doorbell {
+    /// Threads between `register` and the end of their sleep. Waiters write it; completions
+    /// read it to skip the eventfd write when nobody sleeps.
+    waiters: AtomicUsize,
+    bell: Bell,
+}
+
+/// How a wait ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// Rung, or the condition already held.
+    Rung,
+    TimedOut,
+}
+
+impl Doorbell {
+    pub(crate) fn new() -> io::Result<Doorbell> {
+        Ok(Doorbell {
+            waiters: AtomicUsize::new(0),
+            bell: Bell::new()?,
+        })
+    }
+
+    /// Wakes every sleeper, if there is one. Callers publish their state change (an event in
+    /// the ring, the dying bit) before ringing; the fence pairs with the one in `wait` so
+    /// that either the waiter sees the change or we see the waiter.
+    pub(crate) fn ring(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.bell.ring();
+        }
+    }
+
+    /// Sleeps until rung or `timeout` passes, unless `ready()` already holds once this
+    /// thread is registered. `sigmask` is installed for the sleep (see module docs).
+    pub(crate) fn wait(
+        &self,
+        ready: impl Fn() -> bool,
+        timeout: Option<Duration>,
+        sigmask: Option<u64>,
+    ) -> io::Result<Woken> {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let woken = if ready() {
+            Ok(Woken::Rung)
+        } else {
+            self.bell.sleep(timeout, sigmask)
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        woken
+    }
+}
+
+#[cfg(not(loom))]
+struct Bell(std::fs::File);
+
+#[cfg(not(loom))]
+impl Bell {
+    fn new() -> io::Result<Bell> {
+        crate::sys::fd::eventfd().map(Bell)
+    }
+
+    fn ring(&self) {
+        use std::os::fd::AsFd;
+        crate::sys::fd::eventfd_signal(self.0.as_fd(), 1);
+    }
+
+    fn sleep(&self, timeout: Option<Duration>, sigmask: Option<u64>) -> io::Result<Woken> {
+        use crate::sys::fd::{eventfd_drain, wait_readable, Wait};
+        use std::os::fd::AsFd;
+        let waited = wait_readable(self.0.as_fd(), timeout, sigmask)?;
+        // Draining may swallow a ring meant for another sleeper; reapers that leave events
+        // behind ring again (see Context::reap), so no event is left without a wake-up.
+        eventfd_drain(self.0.as_fd());
+        Ok(match waited {
+            Wait::Ready => Woken::Rung,
+            Wait::TimedOut => Woken::TimedOut,
+        })
+    }
+}
+
+#[cfg(loom)]
+struct Bell {
+    rung: loom::sync::Mutex<bool>,
+    cv: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl Bell {
+    fn new() -> io::Result<Bell> {
+        Ok(Bell {
+            rung: loom::sync::Mutex::new(false),
+            cv: loom::sync::Condvar::new(),
+        })
+    }
+
+    fn ring(&self) {
+        *self.rung.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    fn sleep(&self, _timeout: Option<Duration>, _sigmask: Option<u64>) -> io::Result<Woken> {
+        let mut rung = self.rung.lock().unwrap();
+        while !*rung {
+            rung = self.cv.wait(rung).unwrap();
+        }
+        *rung = false;
+        Ok(Woken::Rung)
+    }
+}

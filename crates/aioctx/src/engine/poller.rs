@@ -1,0 +1,144 @@
+//! One thread for the whole process that waits for `POLL` requests to become ready, so
+//! that a poll which never fires holds no worker and can always be cancelled.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::context::{Core, Inflight};
+use crate::sync::lock;
+use crate::sys::fd;
+
+pub(crate) struct Poller {
+    waiting: Mutex<Waiting>,
+    /// Rung when the waiting set changes, so the poll thread rebuilds its fd array.
+    wake: File,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    polls: Vec<(u64, Inflight)>,
+}
+
+/// The process's poller, started on first use.
+pub(crate) fn poller() -> io::Result<&'static Poller> {
+    static POLLER: OnceLock<io::Result<&'static Poller>> = OnceLock::new();
+    POLLER
+        .get_or_init(|| {
+            let poller: &'static Poller = Box::leak(Box::new(Poller {
+                waiting: Mutex::new(Waiting::default()),
+                wake: fd::eventfd()?,
+            }));
+            std::thread::Builder::new()
+                .name("aioctx-poller".into())
+                .spawn(move || poller.run())?;
+            Ok(poller)
+        })
+        .as_ref()
+        .copied()
+        .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+}
+
+impl Poller {
+    /// Waits for the request's file to become ready for its events.
+    pub(crate) fn add(&self, request: Inflight) {
+        let mut waiting = lock(&self.waiting);
+        let id = waiting.next_id;
+        waiting.next_id += 1;
+        waiting.polls.push((id, request));
+        drop(waiting);
+        fd::eventfd_signal(self.wake.as_fd(), 1);
+    }
+
+    /// Completes with `-ECANCELED` the polls of `core` that `matches` selects (at most
+    /// `limit`); returns how many.
+    pub(crate) fn cancel(
+        &self,
+        core: &Arc<Core>,
+        matches: impl Fn(u64) -> bool,
+        limit: usize,
+    ) -> usize {
+        let cancelled: Vec<Inflight> = {
+            let mut waiting = lock(&self.waiting);
+            let mut taken = Vec::new();
+            let mut at = 0;
+            while at < waiting.polls.len() && taken.len() < limit {
+                let request = &waiting.polls[at].1;
+                if request.belongs_to(core) && matches(request.request.key()) {
+                    taken.push(waiting.polls.remove(at).1);
+                } else {
+                    at += 1;
+                }
+            }
+            taken
+        };
+        let count = cancelled.len();
+        for request in cancelled {
+            request.complete(-(libc::ECANCELED as i64));
+        }
+        if count > 0 {
+            fd::eventfd_signal(self.wake.as_fd(), 1);
+        }
+        count
+    }
+
+    fn run(&self) {
+        loop {
+            // The files are cloned so that they stay open while we poll them, even if their
+            // request is cancelled meanwhile; the next round lets go of them.
+            let watched: Vec<(u64, Arc<File>, i16)> = lock(&self.waiting)
+                .polls
+                .iter()
+                .filter_map(|(id, r)| {
+                    let events = r.request.poll_events as i16 | libc::POLLERR | libc::POLLHUP;
+                    r.request.file.clone().map(|f| (*id, f, events))
+                })
+                .collect();
+            let mut pollfds: Vec<libc::pollfd> =
+                std::iter::once((self.wake.as_raw_fd(), libc::POLLIN))
+                    .chain(
+                        watched
+                            .iter()
+                            .map(|(_, f, events)| (f.as_raw_fd(), *events)),
+                    )
+                    .map(|(fd, events)| libc::pollfd {
+                        fd,
+                        events,
+                        revents: 0,
+                    })
+                    .collect();
+            if fd::poll(&mut pollfds).is_err() {
+                continue;
+            }
+            fd::eventfd_drain(self.wake.as_fd());
+            let ready: Vec<(u64, i16)> = watched
+                .iter()
+                .zip(&pollfds[1..])
+                .filter(|(_, p)| p.revents != 0)
+                .map(|((id, _, events), p)| (*id, p.revents & events))
+                .collect();
+            self.complete_ready(&ready);
+        }
+    }
+
+    fn complete_ready(&self, ready: &[(u64, i16)]) {
+        if ready.is_empty() {
+            return;
+        }
+        let done: Vec<(Inflight, i16)> = {
+            let mut waiting = lock(&self.waiting);
+            let mut done = Vec::new();
+            for &(id, mask) in ready {
+                if let Some(at) = waiting.polls.iter().position(|(i, _)| *i == id) {
+                    done.push((waiting.polls.swap_remove(at).1, mask));
+                }
+            }
+            done
+        };
+        for (request, mask) in done {
+            request.complete(i64::from(mask as u16));
+        }
+    }
+}

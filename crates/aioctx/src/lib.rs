@@ -1,0 +1,43 @@
+//! aioctx: Linux AIO contexts (`io_setup`, `io_submit`, `io_getevents`, `io_cancel`,
+//! `io_destroy`) in user space, on real I/O engines, with one promise above all: **when
+//! destroy returns, nothing of that context will ever touch the caller's memory again**,
+//! on every engine, also when several threads destroy at once.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use aioctx::{Context, Request};
+//!
+//! let ctx = Context::new(64)?;
+//! let file = Arc::new(std::fs::File::open("/etc/hostname")?);
+//! let mut batch = vec![
+//!     Request::read(file.clone(), vec![0u8; 512], 0).data(1),
+//!     Request::read(file, vec![0u8; 512], 512).data(2),
+//! ];
+//! let accepted = ctx.submit(&mut batch)?;
+//! for done in ctx.get_events(accepted, accepted, Some(Duration::from_secs(5)))? {
+//!     println!("request {} read {:?} bytes", done.data, done.result());
+//!     let _buffer = done.into_buf();
+//! }
+//! ctx.destroy()?; // returns once nothing of ctx is in flight
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! What it does not do: it is not a general async runtime, and buffered I/O is only as
+//! asynchronous as its engine makes it (the thread pool runs blocking syscalls on workers).
+
+mod buf;
+mod context;
+mod doorbell;
+pub mod engine;
+mod lifecycle;
+mod request;
+mod ring;
+mod sync;
+pub mod sys;
+
+pub use buf::{AlignedBuf, Buf};
+pub use context::{Completion, Context, Stats, SubmitError};
+pub use engine::{EngineKind, Probe};
+pub use lifecycle::State;
+pub use request::{Opcode, RawParts, Request, RwFlags};

@@ -1,0 +1,272 @@
+//! What a request is: an opcode, the file it holds open, the memory it owns or was lent,
+//! an offset, flags, and the caller's tags that travel to its event.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use crate::buf::{Buf, Buffers};
+use crate::sys::abi;
+use crate::sys::fd::OpenMode;
+
+/// The AIO opcodes aioctx executes (the kernel's `IOCB_CMD_*` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Opcode {
+    Pread = abi::IOCB_CMD_PREAD,
+    Pwrite = abi::IOCB_CMD_PWRITE,
+    Fsync = abi::IOCB_CMD_FSYNC,
+    Fdsync = abi::IOCB_CMD_FDSYNC,
+    Poll = abi::IOCB_CMD_POLL,
+    /// Completes with 0 without touching any file (the kernel rejects it; aioctx accepts it
+    /// so that pure overhead can be measured).
+    Noop = abi::IOCB_CMD_NOOP,
+    Preadv = abi::IOCB_CMD_PREADV,
+    Pwritev = abi::IOCB_CMD_PWRITEV,
+}
+
+impl Opcode {
+    /// The opcode for a raw `aio_lio_opcode`, or None if aioctx does not know it.
+    pub fn from_raw(raw: u16) -> Option<Opcode> {
+        Some(match raw {
+            abi::IOCB_CMD_PREAD => Opcode::Pread,
+            abi::IOCB_CMD_PWRITE => Opcode::Pwrite,
+            abi::IOCB_CMD_FSYNC => Opcode::Fsync,
+            abi::IOCB_CMD_FDSYNC => Opcode::Fdsync,
+            abi::IOCB_CMD_POLL => Opcode::Poll,
+            abi::IOCB_CMD_NOOP => Opcode::Noop,
+            abi::IOCB_CMD_PREADV => Opcode::Preadv,
+            abi::IOCB_CMD_PWRITEV => Opcode::Pwritev,
+            _ => return None,
+        })
+    }
+
+    /// Whether the opcode reads the file into memory.
+    pub fn is_read(self) -> bool {
+        matches!(self, Opcode::Pread | Opcode::Preadv)
+    }
+
+    /// Whether the opcode writes memory to the file.
+    pub fn is_write(self) -> bool {
+        matches!(self, Opcode::Pwrite | Opcode::Pwritev)
+    }
+
+    /// Whether the opcode flushes the file.
+    pub fn is_sync(self) -> bool {
+        matches!(self, Opcode::Fsync | Opcode::Fdsync)
+    }
+}
+
+/// `aio_rw_flags`: the `RWF_*` flags of preadv2/pwritev2, for reads and writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RwFlags(u32);
+
+impl RwFlags {
+    pub const HIPRI: RwFlags = RwFlags(libc::RWF_HIPRI as u32);
+    pub const DSYNC: RwFlags = RwFlags(libc::RWF_DSYNC as u32);
+    pub const SYNC: RwFlags = RwFlags(libc::RWF_SYNC as u32);
+    pub const NOWAIT: RwFlags = RwFlags(libc::RWF_NOWAIT as u32);
+    pub const APPEND: RwFlags = RwFlags(libc::RWF_APPEND as u32);
+    /// Every flag aioctx knows.
+    pub const ALL: RwFlags =
+        RwFlags(Self::HIPRI.0 | Self::DSYNC.0 | Self::SYNC.0 | Self::NOWAIT.0 | Self::APPEND.0);
+
+    pub const fn empty() -> RwFlags {
+        RwFlags(0)
+    }
+
+    /// The flags for raw bits, or None if a bit is not a known `RWF_*` flag.
+    pub fn from_bits(bits: u32) -> Option<RwFlags> {
+        (bits & !Self::ALL.0 == 0).then_some(RwFlags(bits))
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn contains(self, other: RwFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for RwFlags {
+    type Output = RwFlags;
+    fn bitor(self, rhs: RwFlags) -> RwFlags {
+        RwFlags(self.0 | rhs.0)
+    }
+}
+
+/// One I/O request, built by a Rust caller or decoded from a C iocb.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// use aioctx::Request;
+/// let file = Arc::new(std::fs::File::open("/etc/hostname")?);
+/// let read = Request::read(file, vec![0u8; 4096], 0).data(7);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Request {
+    pub(crate) opcode: Opcode,
+    pub(crate) file: Option<Arc<File>>,
+    pub(crate) offset: i64,
+    pub(crate) buffers: Buffers,
+    pub(crate) poll_events: u16,
+    pub(crate) rw_flags: RwFlags,
+    pub(crate) data: u64,
+    pub(crate) obj: Option<u64>,
+    pub(crate) resfd: Option<Arc<File>>,
+    /// The file's mode, learnt by submit's checks, for the engines' choices.
+    pub(crate) mode: OpenMode,
+}
+
+impl Request {
+    fn new(opcode: Opcode, file: Option<Arc<File>>, buffers: Buffers, offset: i64) -> Request {
+        Request {
+            opcode,
+            file,
+            offset,
+            buffers,
+            poll_events: 0,
+            rw_flags: RwFlags::empty(),
+            data: 0,
+            obj: None,
+            resfd: None,
+            mode: OpenMode::default(),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(file: Arc<File>, buf: impl Into<Buf>, offset: u64) -> Request {
+        let buffers = Buffers::Owned(vec![buf.into()]);
+        Request::new(Opcode::Pread, Some(file), buffers, offset as i64)
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write(file: Arc<File>, buf: impl Into<Buf>, offset: u64) -> Request {
+        let buffers = Buffers::Owned(vec![buf.into()]);
+        Request::new(Opcode::Pwrite, Some(file), buffers, offset as i64)
+    }
+
+    /// Reads into each buffer in turn, starting at `offset`.
+    pub fn readv(file: Arc<File>, bufs: Vec<Buf>, offset: u64) -> Request {
+        Request::new(
+            Opcode::Preadv,
+            Some(file),
+            Buffers::Owned(bufs),
+            offset as i64,
+        )
+    }
+
+    /// Writes each buffer in turn, starting at `offset`.
+    pub fn writev(file: Arc<File>, bufs: Vec<Buf>, offset: u64) -> Request {
+        Request::new(
+            Opcode::Pwritev,
+            Some(file),
+            Buffers::Owned(bufs),
+            offset as i64,
+        )
+    }
+
+    /// Flushes the file's data and metadata.
+    pub fn fsync(file: Arc<File>) -> Request {
+        Request::new(Opcode::Fsync, Some(file), Buffers::None, 0)
+    }
+
+    /// Flushes the file's data.
+    pub fn fdsync(file: Arc<File>) -> Request {
+        Request::new(Opcode::Fdsync, Some(file), Buffers::None, 0)
+    }
+
+    /// Completes when the file is ready for `events` (`POLLIN`, ...); the result is the
+    /// ready mask.
+    pub fn poll(file: Arc<File>, events: u16) -> Request {
+        let mut request = Request::new(Opcode::Poll, Some(file), Buffers::None, 0);
+        request.poll_events = events;
+        request
+    }
+
+    /// Completes with 0, touching nothing.
+    pub fn noop() -> Request {
+        Request::new(Opcode::Noop, None, Buffers::None, 0)
+    }
+
+    /// The caller's tag, returned in the event's `data`. It is also the request's identity
+    /// for `cancel` unless `obj` sets another.
+    pub fn data(mut self, data: u64) -> Request {
+        self.data = data;
+        self
+    }
+
+    /// The request's identity (the event's `obj`, the key `cancel` looks for).
+    pub fn obj(mut self, obj: u64) -> Request {
+        self.obj = Some(obj);
+        self
+    }
+
+    /// `RWF_*` flags for a read or write.
+    pub fn rw_flags(mut self, flags: RwFlags) -> Request {
+        self.rw_flags = flags;
+        self
+    }
+
+    /// An eventfd to increment once the event is in the ring (`IOCB_FLAG_RESFD`).
+    pub fn eventfd(mut self, eventfd: Arc<File>) -> Request {
+        self.resfd = Some(eventfd);
+        self
+    }
+
+    /// The request's identity: `obj` if set, else `data`.
+    pub fn key(&self) -> u64 {
+        self.obj.unwrap_or(self.data)
+    }
+
+    pub fn opcode(&self) -> Opcode {
+        self.opcode
+    }
+
+    /// Gives back the buffers of a request that was never accepted.
+    pub fn into_bufs(self) -> Vec<Buf> {
+        self.buffers.into_owned()
+    }
+}
+
+/// Builds requests from parts the C ABI has already read and checked; lent memory makes
+/// this the caller's promise, see [`crate::sys::mem::RawMem::new`].
+#[doc(hidden)]
+pub struct RawParts {
+    pub opcode: Opcode,
+    pub file: Arc<File>,
+    pub offset: i64,
+    pub segments: Vec<crate::sys::mem::RawMem>,
+    pub poll_events: u16,
+    pub rw_flags: RwFlags,
+    pub data: u64,
+    pub obj: u64,
+    pub resfd: Option<Arc<File>>,
+}
+
+impl From<RawParts> for Request {
+    fn from(parts: RawParts) -> Request {
+        let buffers = if parts.segments.is_empty() {
+            Buffers::None
+        } else {
+            Buffers::Lent(parts.segments)
+        };
+        Request {
+            opcode: parts.opcode,
+            file: Some(parts.file),
+            offset: parts.offset,
+            buffers,
+            poll_events: parts.poll_events,
+            rw_flags: parts.rw_flags,
+            data: parts.data,
+            obj: Some(parts.obj),
+            resfd: parts.resfd,
+            mode: OpenMode::default(),
+        }
+    }
+}

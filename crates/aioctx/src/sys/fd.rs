@@ -1,0 +1,145 @@
+//! Thin, checked wrappers over the file-descriptor syscalls the library needs.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A nonblocking, close-on-exec eventfd.
+pub fn eventfd() -> io::Result<File> {
+    // SAFETY: eventfd has no memory arguments; the result is checked.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }.into())?;
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { File::from_raw_fd(fd as RawFd) })
+}
+
+/// Adds `n` to an eventfd's counter (an overflowing counter is left as it is: it is
+/// already readable).
+pub fn eventfd_signal(fd: BorrowedFd<'_>, n: u64) {
+    let bytes = n.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live local buffer.
+    unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Resets a nonblocking eventfd's counter to zero.
+pub fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut bytes = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a live local buffer.
+    unsafe { libc::read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+}
+
+/// How a wait for readability ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wait {
+    Ready,
+    TimedOut,
+}
+
+/// Waits until `fd` is readable or `timeout` passes (None: no limit). With `sigmask`, the
+/// kernel installs that signal mask for the duration of the wait atomically (ppoll), so a
+/// signal it unblocks interrupts the wait with `EINTR` even if it was already pending.
+pub fn wait_readable(
+    fd: BorrowedFd<'_>,
+    timeout: Option<Duration>,
+    sigmask: Option<u64>,
+) -> io::Result<Wait> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let mask = sigmask.unwrap_or(0);
+    let mask_ptr = if sigmask.is_some() {
+        &mask as *const u64
+    } else {
+        std::ptr::null()
+    };
+    // SAFETY: every pointer refers to a live local; the kernel sigset is 8 bytes.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_ppoll,
+            &mut pfd as *mut libc::pollfd,
+            1 as libc::nfds_t,
+            ts_ptr,
+            mask_ptr,
+            std::mem::size_of::<u64>(),
+        )
+    };
+    Ok(if check(ret)? == 0 {
+        Wait::TimedOut
+    } else {
+        Wait::Ready
+    })
+}
+
+/// What submit needs to know about an open file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenMode {
+    pub readable: bool,
+    pub writable: bool,
+    /// Opened with `O_DIRECT`.
+    pub direct: bool,
+    /// A regular file (not a pipe, socket, FIFO or device).
+    pub regular: bool,
+}
+
+/// The access mode, `O_DIRECT` and file type of an open file.
+pub fn open_mode(fd: BorrowedFd<'_>) -> io::Result<OpenMode> {
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }.into())? as i32;
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the stat buffer we pass; it is read only after success.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) }.into())?;
+    // SAFETY: fstat succeeded, so the buffer is initialised.
+    let stat = unsafe { stat.assume_init() };
+    let access = flags & libc::O_ACCMODE;
+    Ok(OpenMode {
+        readable: access == libc::O_RDONLY || access == libc::O_RDWR,
+        writable: access == libc::O_WRONLY || access == libc::O_RDWR,
+        direct: flags & libc::O_DIRECT != 0,
+        regular: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
+    })
+}
+
+/// Duplicates a raw descriptor the caller named (close-on-exec), so a request keeps the file
+/// it was submitted against even if the caller closes or reuses the number.
+pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on an arbitrary number either fails with EBADF or returns a
+    // new descriptor that we own.
+    let new = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) }.into())?;
+    // SAFETY: `new` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
+}
+
+/// Whether `fd` is an eventfd (the kernel's `eventfd_ctx_fdget` check).
+pub fn is_eventfd(fd: BorrowedFd<'_>) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|target| target.as_os_str() == "anon_inode:[eventfd]")
+        .unwrap_or(false)
+}
+
+/// Waits without limit until one of `fds` is ready (revents filled in); `EINTR` is
+/// reported to the caller.
+pub fn poll(fds: &mut [libc::pollfd]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe the caller's live slice.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+    check(ret.into()).map(|n| n as usize)
+}
