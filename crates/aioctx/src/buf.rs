@@ -3,7 +3,10 @@
 use std::io;
 use std::ops::{Deref, DerefMut};
 
-use crate::sys::mem::{AlignedMem, RawMem};
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::sys::mem::{AlignedMem, RawMem, SharedMem};
 
 /// A buffer with a chosen alignment, for O_DIRECT (which wants the address, length and
 /// offset aligned to the device's logical block size).
@@ -89,12 +92,13 @@ impl From<AlignedBuf> for Buf {
     }
 }
 
-/// The memory a request reads into or writes from: owned by the request (Rust callers), or
-/// lent by a C caller for the request's lifetime.
+/// The memory a request reads into or writes from: owned by the request (Rust callers),
+/// shared memory the caller keeps reusing, or lent by a C caller for the request's lifetime.
 #[derive(Debug)]
 pub(crate) enum Buffers {
     None,
     Owned(Vec<Buf>),
+    Shared(Arc<SharedMem>, Range<usize>),
     Lent(Vec<RawMem>),
 }
 
@@ -104,6 +108,7 @@ impl Buffers {
         match self {
             Buffers::None => Vec::new(),
             Buffers::Owned(bufs) => bufs.iter_mut().map(|b| (b.as_mut_ptr(), b.len())).collect(),
+            Buffers::Shared(mem, range) => vec![(mem.ptr_at(range.start), range.len())],
             Buffers::Lent(raw) => raw.iter().map(|r| (r.as_ptr(), r.len())).collect(),
         }
     }
@@ -113,6 +118,7 @@ impl Buffers {
         match self {
             Buffers::None => 0,
             Buffers::Owned(bufs) => bufs.iter().map(|b| b.len()).sum(),
+            Buffers::Shared(_, range) => range.len(),
             Buffers::Lent(raw) => raw.iter().map(|r| r.len()).sum(),
         }
     }
@@ -121,7 +127,7 @@ impl Buffers {
     pub(crate) fn into_owned(self) -> Vec<Buf> {
         match self {
             Buffers::Owned(bufs) => bufs,
-            Buffers::None | Buffers::Lent(_) => Vec::new(),
+            Buffers::None | Buffers::Shared(..) | Buffers::Lent(_) => Vec::new(),
         }
     }
 }

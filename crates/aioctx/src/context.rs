@@ -325,6 +325,9 @@ impl Context {
             }
             request.mode = mode;
         }
+        if (op.is_read() || op.is_write()) && request.mode.regular && request.offset < 0 {
+            return Err(errno(libc::EINVAL));
+        }
         if (op.is_sync() || op == Opcode::Poll) && !request.rw_flags.is_empty() {
             return Err(errno(libc::EINVAL));
         }

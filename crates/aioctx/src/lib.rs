@@ -41,3 +41,4 @@ pub use context::{Completion, Context, Stats, SubmitError};
 pub use engine::{EngineKind, Probe};
 pub use lifecycle::State;
 pub use request::{Opcode, RawParts, Request, RwFlags};
+pub use sys::mem::SharedMem;

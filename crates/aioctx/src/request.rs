@@ -2,11 +2,14 @@
 //! an offset, flags, and the caller's tags that travel to its event.
 
 use std::fs::File;
+use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::buf::{Buf, Buffers};
 use crate::sys::abi;
 use crate::sys::fd::OpenMode;
+use crate::sys::mem::SharedMem;
 
 /// The AIO opcodes aioctx executes (the kernel's `IOCB_CMD_*` values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -171,6 +174,39 @@ impl Request {
         )
     }
 
+    /// Reads into `range` of shared memory the caller keeps (`EINVAL` if the range is
+    /// outside it). Nothing comes back with the event: the memory stays the caller's.
+    pub fn read_shared(
+        file: Arc<File>,
+        mem: &Arc<SharedMem>,
+        range: Range<usize>,
+        offset: u64,
+    ) -> io::Result<Request> {
+        let buffers = shared(mem, range)?;
+        Ok(Request::new(
+            Opcode::Pread,
+            Some(file),
+            buffers,
+            offset as i64,
+        ))
+    }
+
+    /// Writes `range` of shared memory the caller keeps (`EINVAL` if outside it).
+    pub fn write_shared(
+        file: Arc<File>,
+        mem: &Arc<SharedMem>,
+        range: Range<usize>,
+        offset: u64,
+    ) -> io::Result<Request> {
+        let buffers = shared(mem, range)?;
+        Ok(Request::new(
+            Opcode::Pwrite,
+            Some(file),
+            buffers,
+            offset as i64,
+        ))
+    }
+
     /// Flushes the file's data and metadata.
     pub fn fsync(file: Arc<File>) -> Request {
         Request::new(Opcode::Fsync, Some(file), Buffers::None, 0)
@@ -232,6 +268,13 @@ impl Request {
     pub fn into_bufs(self) -> Vec<Buf> {
         self.buffers.into_owned()
     }
+}
+
+fn shared(mem: &Arc<SharedMem>, range: Range<usize>) -> io::Result<Buffers> {
+    if range.start > range.end || range.end > mem.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(Buffers::Shared(Arc::clone(mem), range))
 }
 
 /// Builds requests from parts the C ABI has already read and checked; lent memory makes

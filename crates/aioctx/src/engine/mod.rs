@@ -68,10 +68,13 @@ impl EngineKind {
     /// The concrete engine this choice stands for here.
     pub fn resolve(self) -> EngineKind {
         match self {
-            EngineKind::Auto => probe_all()
-                .into_iter()
-                .find(|p| p.available)
-                .map_or(EngineKind::Threads, |p| p.kind),
+            // Probing sets engines up and tears them down: do it once per process.
+            EngineKind::Auto => *AUTO.get_or_init(|| {
+                probe_all()
+                    .into_iter()
+                    .find(|p| p.available)
+                    .map_or(EngineKind::Threads, |p| p.kind)
+            }),
             kind => kind,
         }
     }
@@ -102,6 +105,8 @@ impl FromStr for EngineKind {
             })
     }
 }
+
+static AUTO: std::sync::OnceLock<EngineKind> = std::sync::OnceLock::new();
 
 /// Whether an engine works here, and why not.
 #[derive(Clone, Debug, PartialEq, Eq)]

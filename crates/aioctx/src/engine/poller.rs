@@ -4,10 +4,10 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use crate::context::{Core, Inflight};
-use crate::sync::lock;
+use crate::sync::{lock, Mutex};
 use crate::sys::fd;
 
 pub(crate) struct Poller {

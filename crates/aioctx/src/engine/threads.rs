@@ -9,14 +9,14 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use super::blocking::{perform, perform_with};
 use super::poller::poller;
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
-use crate::sync::{lock, wait};
+use crate::sync::{lock, wait, Condvar, Mutex};
 
 /// Workers when `AIOCTX_WORKERS` does not say: enough to keep a disk busy at queue depth 32.
 const DEFAULT_WORKERS: usize = 32;

@@ -108,9 +108,11 @@ pub fn open_mode(fd: BorrowedFd<'_>) -> io::Result<OpenMode> {
     // SAFETY: fstat succeeded, so the buffer is initialised.
     let stat = unsafe { stat.assume_init() };
     let access = flags & libc::O_ACCMODE;
+    // An O_PATH descriptor names a file without opening it for I/O.
+    let usable = flags & libc::O_PATH == 0;
     Ok(OpenMode {
-        readable: access == libc::O_RDONLY || access == libc::O_RDWR,
-        writable: access == libc::O_WRONLY || access == libc::O_RDWR,
+        readable: usable && (access == libc::O_RDONLY || access == libc::O_RDWR),
+        writable: usable && (access == libc::O_WRONLY || access == libc::O_RDWR),
         direct: flags & libc::O_DIRECT != 0,
         regular: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
     })

@@ -207,3 +207,76 @@ impl RawMem {
         self.len == 0
     }
 }
+
+/// Memory a caller keeps and reuses across requests and contexts, as a C program reuses its
+/// buffers: mapped once and unmapped only when the last `Arc` (the caller's or an in-flight
+/// request's) goes. Rust reads and writes it only as atomic words, so an engine writing into
+/// it at any time is observable (the race reproducer looks for exactly that), never undefined
+/// behaviour. Page-aligned, so it serves O_DIRECT.
+pub struct SharedMem {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory accessed from Rust only through atomics.
+unsafe impl Send for SharedMem {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMem {}
+
+impl SharedMem {
+    /// Maps `len` zeroed bytes (rounded up to a multiple of 8).
+    pub fn map(len: usize) -> io::Result<SharedMem> {
+        let len = len.max(8).next_multiple_of(8);
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        Ok(SharedMem { base, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The memory as 64-bit words.
+    pub fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is `len` bytes, a multiple of 8, page-aligned, and lives as
+        // long as `self`; AtomicU64 has the layout of u64.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU64>(), self.len / 8) }
+    }
+
+    /// Address of byte `offset`, for an engine to read or write through.
+    pub fn ptr_at(&self, offset: usize) -> *mut u8 {
+        assert!(offset <= self.len, "offset past the end of shared memory");
+        // SAFETY: `offset <= len`, so the result is inside or one past the mapping.
+        unsafe { self.base.as_ptr().add(offset) }
+    }
+}
+
+impl Drop for SharedMem {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for SharedMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMem").field("len", &self.len).finish()
+    }
+}
