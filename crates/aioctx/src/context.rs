@@ -224,6 +224,11 @@ impl Context {
         self.core.ring.as_ptr()
     }
 
+    /// A snapshot of the ring's header words, as a C reader of the handle sees them.
+    pub fn ring_header(&self) -> abi::AioRingHeader {
+        self.core.ring.header()
+    }
+
     /// Submits requests from the front of `requests`, as `io_submit`: at most
     /// `capacity()` of them; accepted ones are removed from the vector (they are in
     /// flight). Returns how many were accepted; an error only if the first failed. The

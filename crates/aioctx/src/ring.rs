@@ -68,6 +68,21 @@ impl Ring {
         self.mem.as_ptr()
     }
 
+    /// A snapshot of the header words.
+    pub(crate) fn header(&self) -> abi::AioRingHeader {
+        let word = |w| self.mem.header(w).load(Ordering::Acquire);
+        abi::AioRingHeader {
+            id: word(HeaderWord::Id),
+            nr: word(HeaderWord::Nr),
+            head: word(HeaderWord::Head),
+            tail: word(HeaderWord::Tail),
+            magic: word(HeaderWord::Magic),
+            compat_features: word(HeaderWord::CompatFeatures),
+            incompat_features: word(HeaderWord::IncompatFeatures),
+            header_length: word(HeaderWord::HeaderLength),
+        }
+    }
+
     /// How many events may be in flight or unreaped at once (one slot stays empty so that
     /// a full ring is told apart from an empty one).
     pub(crate) fn capacity(&self) -> u32 {

@@ -24,7 +24,7 @@ const DEFAULT_WORKERS: usize = 32;
 /// The worker pool of the process.
 struct Pool {
     state: Mutex<PoolState>,
-    /// Signalled when a queue becomes runnable.
+    /// Signalled with a permit when work arrives for a sleeping worker.
     work: Condvar,
     max_workers: usize,
 }
@@ -34,7 +34,11 @@ struct PoolState {
     /// Context queues with requests waiting, in the order they get a worker.
     runnable: VecDeque<Arc<Queue>>,
     workers: usize,
+    /// Workers asleep on `work`.
     idle: usize,
+    /// Wake-ups granted and not yet taken: each enqueued request grants one to a sleeping
+    /// worker, so a burst of requests wakes as many workers at once instead of a chain.
+    permits: usize,
 }
 
 /// One context's requests waiting for a worker.
@@ -63,11 +67,16 @@ fn pool() -> &'static Pool {
 }
 
 impl Pool {
-    /// Puts a queue in line for a worker, waking or starting one.
-    fn schedule(&'static self, queue: Arc<Queue>) {
+    /// Gets a worker going for one more request: wakes a sleeper that has no permit yet,
+    /// else starts a worker if the pool may grow, else leaves the request to the next
+    /// worker that finishes (busy workers look for work before they sleep).
+    fn add_work(&'static self, queue: Option<Arc<Queue>>) {
         let mut state = lock(&self.state);
-        state.runnable.push_back(queue);
-        if state.runnable.len() > state.idle && state.workers < self.max_workers {
+        state.runnable.extend(queue);
+        if state.idle > state.permits {
+            state.permits += 1;
+            self.work.notify_one();
+        } else if state.workers < self.max_workers {
             let spawned = std::thread::Builder::new()
                 .name("aioctx-worker".into())
                 .spawn(move || self.work_loop());
@@ -75,19 +84,26 @@ impl Pool {
                 state.workers += 1;
             }
         }
-        if state.idle > 0 {
-            self.work.notify_one();
-        }
+    }
+
+    /// Puts a queue back in line after one of its requests was taken.
+    fn reschedule(&self, queue: Arc<Queue>) {
+        lock(&self.state).runnable.push_back(queue);
     }
 
     fn next_queue(&self) -> Arc<Queue> {
         let mut state = lock(&self.state);
-        state.idle += 1;
-        while state.runnable.is_empty() {
-            state = wait(&self.work, state);
+        loop {
+            if let Some(queue) = state.runnable.pop_front() {
+                return queue;
+            }
+            state.idle += 1;
+            while state.permits == 0 {
+                state = wait(&self.work, state);
+            }
+            state.permits -= 1;
+            state.idle -= 1;
         }
-        state.idle -= 1;
-        state.runnable.pop_front().expect("checked non-empty")
     }
 
     fn work_loop(&'static self) {
@@ -100,7 +116,7 @@ impl Pool {
                     state.scheduled = false;
                 } else {
                     // Back of the line: the next worker serves another context first.
-                    self.schedule(Arc::clone(&queue));
+                    self.reschedule(Arc::clone(&queue));
                 }
                 request
             };
@@ -131,10 +147,9 @@ impl ThreadsEngine {
     fn enqueue(&self, request: Inflight) {
         let mut state = lock(&self.queue.state);
         state.requests.push_back(request);
-        if !state.scheduled {
-            state.scheduled = true;
-            pool().schedule(Arc::clone(&self.queue));
-        }
+        let newly_runnable = !state.scheduled;
+        state.scheduled = true;
+        pool().add_work(newly_runnable.then(|| Arc::clone(&self.queue)));
     }
 
     /// Takes the queued requests `matches` selects (at most `limit`).

@@ -1,0 +1,715 @@
+//! SPEC.md §1, §2 (as it applies to the Rust API) and §4, run against every engine.
+//!
+//! Each behaviour is a function taking the engine; `engines!` makes one test per engine and
+//! behaviour, and `every_engine_is_covered` fails if an engine is missing from the list.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use aioctx::sys::abi::{AioRingHeader, AIO_RING_MAGIC};
+use aioctx::{AlignedBuf, Buf, Context, EngineKind, Request, RwFlags, SharedMem, State};
+use common::*;
+
+const FIVE_SECONDS: Option<Duration> = Some(Duration::from_secs(5));
+
+fn ctx(engine: EngineKind, nr: u32) -> Context {
+    let ctx = Context::with_engine(nr, engine).expect("context");
+    assert_eq!(ctx.engine(), engine);
+    ctx
+}
+
+fn errno_of_submit(ctx: &Context, request: Request) -> i32 {
+    errno_of(&ctx.submit_one(request).expect_err("submit must fail").error)
+}
+
+// ---- io_setup ----
+
+fn setup_rejects_zero_events(engine: EngineKind) {
+    assert_eq!(
+        errno_of(&Context::with_engine(0, engine).unwrap_err()),
+        libc::EINVAL
+    );
+}
+
+fn setup_rejects_absurd_size(engine: EngineKind) {
+    let too_many = (0x1000_0000 / 32) + 1;
+    assert_eq!(
+        errno_of(&Context::with_engine(too_many, engine).unwrap_err()),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(&Context::with_engine(u32::MAX, engine).unwrap_err()),
+        libc::EINVAL
+    );
+}
+
+fn setup_beyond_aio_max_nr_is_eagain(engine: EngineKind) {
+    let max: u64 = std::fs::read_to_string("/proc/sys/fs/aio-max-nr")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if max < 0x1000_0000 / 32 {
+        let err = Context::with_engine(max as u32 + 1, engine).unwrap_err();
+        assert_eq!(errno_of(&err), libc::EAGAIN);
+    }
+    // Many contexts may together hold far more than aio-max-nr.
+    let contexts: Vec<Context> = (0..4).map(|_| ctx(engine, (max / 2) as u32)).collect();
+    assert_eq!(contexts.len(), 4);
+}
+
+fn ring_has_the_kernel_layout(engine: EngineKind) {
+    let ctx = ctx(engine, 100);
+    let header = ctx.ring_header();
+    assert_eq!(header.magic, AIO_RING_MAGIC);
+    assert_eq!(
+        (
+            header.compat_features,
+            header.incompat_features,
+            header.header_length
+        ),
+        (1, 0, 32)
+    );
+    assert!(header.nr > 100, "ring holds at least nr_events events");
+    assert_eq!((header.head, header.tail), (0, 0));
+    assert!(ctx.capacity() >= 100);
+    assert_eq!(std::mem::size_of::<AioRingHeader>(), 32);
+}
+
+// ---- io_submit ----
+
+fn submit_of_nothing_returns_zero(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    assert_eq!(ctx.submit(&mut Vec::new()).unwrap(), 0);
+}
+
+fn batch_is_clamped_to_the_ring(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    let cap = ctx.capacity() as usize;
+    let mut batch: Vec<Request> = (0..cap + 5)
+        .map(|i| Request::noop().data(i as u64))
+        .collect();
+    assert_eq!(ctx.submit(&mut batch).unwrap(), cap);
+    assert_eq!(
+        batch.len(),
+        5,
+        "requests past the ring stay with the caller"
+    );
+}
+
+fn full_ring_is_eagain_until_events_are_reaped(engine: EngineKind) {
+    let ctx = ctx(engine, 4);
+    let cap = ctx.capacity() as usize;
+    let mut batch: Vec<Request> = (0..cap).map(|i| Request::noop().data(i as u64)).collect();
+    assert_eq!(ctx.submit(&mut batch).unwrap(), cap);
+    assert_eq!(errno_of_submit(&ctx, Request::noop()), libc::EAGAIN);
+    assert_eq!(ctx.get_events(1, 1, FIVE_SECONDS).unwrap().len(), 1);
+    ctx.submit_one(Request::noop())
+        .expect("a reaped event frees its slot");
+}
+
+fn failure_mid_batch_returns_count_before_it(engine: EngineKind) {
+    let file = temp_file(4096);
+    let ctx = ctx(engine, 8);
+    let read_only = open(&file, true, false);
+    let mut batch = vec![
+        Request::noop().data(1),
+        Request::write(read_only.clone(), vec![1u8; 16], 0).data(2),
+        Request::noop().data(3),
+    ];
+    assert_eq!(ctx.submit(&mut batch).unwrap(), 1);
+    assert_eq!(batch.len(), 2, "the failed request and the rest come back");
+    assert_eq!(batch[0].key(), 2);
+    let events = ctx.get_events(1, 8, FIVE_SECONDS).unwrap();
+    assert_eq!(events.len(), 1, "nothing after the failure was executed");
+}
+
+fn first_failure_is_the_error(engine: EngineKind) {
+    let file = temp_file(4096);
+    let ctx = ctx(engine, 8);
+    let mut batch = vec![
+        Request::write(open(&file, true, false), vec![1u8; 16], 0),
+        Request::noop(),
+    ];
+    assert_eq!(errno_of(&ctx.submit(&mut batch).unwrap_err()), libc::EBADF);
+    assert_eq!(batch.len(), 2);
+}
+
+fn read_of_write_only_file_is_ebadf(engine: EngineKind) {
+    let file = temp_file(4096);
+    let ctx = ctx(engine, 8);
+    let request = Request::read(open(&file, false, true), vec![0u8; 16], 0);
+    assert_eq!(errno_of_submit(&ctx, request), libc::EBADF);
+}
+
+fn write_of_read_only_file_is_ebadf(engine: EngineKind) {
+    let file = temp_file(4096);
+    let ctx = ctx(engine, 8);
+    let request = Request::write(open(&file, true, false), vec![0u8; 16], 0);
+    assert_eq!(errno_of_submit(&ctx, request), libc::EBADF);
+}
+
+fn io_on_a_path_only_descriptor_is_ebadf(engine: EngineKind) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = temp_file(4096);
+    let ctx = ctx(engine, 8);
+    let path_only = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&file.path)
+        .unwrap();
+    let request = Request::read(Arc::new(path_only), vec![0u8; 16], 0);
+    assert_eq!(errno_of_submit(&ctx, request), libc::EBADF);
+}
+
+fn negative_offset_is_einval(engine: EngineKind) {
+    let file = temp_file(4096);
+    let ctx = ctx(engine, 8);
+    let request = Request::read(open(&file, true, false), vec![0u8; 16], u64::MAX);
+    assert_eq!(errno_of_submit(&ctx, request), libc::EINVAL);
+}
+
+fn fsync_with_rw_flags_is_einval(engine: EngineKind) {
+    let file = temp_file(4096);
+    let ctx = ctx(engine, 8);
+    let request = Request::fsync(open(&file, true, true)).rw_flags(RwFlags::DSYNC);
+    assert_eq!(errno_of_submit(&ctx, request), libc::EINVAL);
+}
+
+fn poll_with_rw_flags_is_einval(engine: EngineKind) {
+    let (r, _w) = pipe();
+    let ctx = ctx(engine, 8);
+    let request = Request::poll(r, libc::POLLIN as u16).rw_flags(RwFlags::NOWAIT);
+    assert_eq!(errno_of_submit(&ctx, request), libc::EINVAL);
+}
+
+fn resfd_that_is_not_an_eventfd_is_einval(engine: EngineKind) {
+    let file = temp_file(4096);
+    let ctx = ctx(engine, 8);
+    let request = Request::noop().eventfd(open(&file, true, false));
+    assert_eq!(errno_of_submit(&ctx, request), libc::EINVAL);
+}
+
+fn submit_after_destroy_is_einval(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    ctx.destroy().unwrap();
+    assert_eq!(errno_of_submit(&ctx, Request::noop()), libc::EINVAL);
+    assert_eq!(ctx.state(), State::Dead);
+}
+
+fn shared_range_outside_memory_is_einval(_engine: EngineKind) {
+    let file = temp_file(4096);
+    let mem = Arc::new(SharedMem::map(4096).unwrap());
+    let err = Request::read_shared(open(&file, true, false), &mem, 0..8192, 0).unwrap_err();
+    assert_eq!(errno_of(&err), libc::EINVAL);
+}
+
+// ---- the requests ----
+
+fn reads_and_writes_round_trip(engine: EngineKind) {
+    let file = temp_file(3 * 4096);
+    let rw = open(&file, true, true);
+    let ctx = ctx(engine, 16);
+    let mut batch = vec![
+        Request::write(rw.clone(), vec![0xaa; 4096], 0).data(1),
+        Request::writev(
+            rw.clone(),
+            vec![Buf::from(vec![0xbb; 100]), Buf::from(vec![0xcc; 50])],
+            4096,
+        )
+        .data(2),
+    ];
+    assert_eq!(ctx.submit(&mut batch).unwrap(), 2);
+    let events = ctx.get_events(2, 2, FIVE_SECONDS).unwrap();
+    let mut results: Vec<(u64, i64)> = events.iter().map(|e| (e.data, e.res)).collect();
+    results.sort();
+    assert_eq!(results, vec![(1, 4096), (2, 150)]);
+
+    let mut batch = vec![
+        Request::read(rw.clone(), vec![0u8; 4096], 0).data(3),
+        Request::readv(
+            rw.clone(),
+            vec![Buf::from(vec![0u8; 120]), Buf::from(vec![0u8; 30])],
+            4096,
+        )
+        .data(4),
+        Request::read(rw.clone(), Box::from(vec![0u8; 10]), 2 * 4096).data(5),
+    ];
+    assert_eq!(ctx.submit(&mut batch).unwrap(), 3);
+    for event in ctx.get_events(3, 3, FIVE_SECONDS).unwrap() {
+        match event.data {
+            3 => {
+                assert_eq!(event.res, 4096);
+                assert!(event.into_buf().unwrap().iter().all(|&b| b == 0xaa));
+            }
+            4 => {
+                assert_eq!(event.res, 150);
+                let bufs = event.into_bufs();
+                assert!(bufs[0][..100].iter().all(|&b| b == 0xbb));
+                assert!(bufs[0][100..].iter().all(|&b| b == 0xcc));
+                assert!(bufs[1][..30].iter().all(|&b| b == 0xcc));
+            }
+            5 => {
+                let expected: Vec<u8> = (2 * 4096..2 * 4096 + 10).map(pattern).collect();
+                assert_eq!(event.res, 10);
+                assert_eq!(&event.into_buf().unwrap()[..], &expected[..]);
+            }
+            other => panic!("unexpected event {other}"),
+        }
+    }
+}
+
+fn short_read_at_end_of_file_is_not_an_error(engine: EngineKind) {
+    let file = temp_file(100);
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::read(open(&file, true, false), vec![0u8; 4096], 0))
+        .unwrap();
+    let events = ctx.get_events(1, 1, FIVE_SECONDS).unwrap();
+    assert_eq!(events[0].result().unwrap(), 100);
+}
+
+fn fsync_fdsync_and_noop_complete_with_zero(engine: EngineKind) {
+    let file = temp_file(4096);
+    let rw = open(&file, true, true);
+    let ctx = ctx(engine, 8);
+    let mut batch = vec![
+        Request::fsync(rw.clone()).data(1),
+        Request::fdsync(rw).data(2),
+        Request::noop().data(3),
+    ];
+    assert_eq!(ctx.submit(&mut batch).unwrap(), 3);
+    let events = ctx.get_events(3, 3, FIVE_SECONDS).unwrap();
+    assert!(
+        events.iter().all(|e| e.res == 0 && e.res2 == 0),
+        "{events:?}"
+    );
+}
+
+fn event_carries_data_and_obj(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::noop().data(42).obj(0xfeed))
+        .unwrap();
+    let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
+    assert_eq!((event.data, event.obj), (42, 0xfeed));
+}
+
+fn direct_io_round_trips_with_aligned_buffers(engine: EngineKind) {
+    let file = temp_file(64 * 1024);
+    let direct = open_direct(&file);
+    let ctx = ctx(engine, 8);
+    let mut out = AlignedBuf::page_aligned(8192).unwrap();
+    out.fill(0x77);
+    ctx.submit_one(Request::write(direct.clone(), out, 8192))
+        .unwrap();
+    assert_eq!(ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0].res, 8192);
+    ctx.submit_one(Request::read(
+        direct,
+        AlignedBuf::page_aligned(8192).unwrap(),
+        8192,
+    ))
+    .unwrap();
+    let event = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
+    assert_eq!(event.res, 8192);
+    assert!(event.into_buf().unwrap().iter().all(|&b| b == 0x77));
+}
+
+fn misaligned_direct_io_is_einval(engine: EngineKind) {
+    let file = temp_file(64 * 1024);
+    let ctx = ctx(engine, 8);
+    // An aligned buffer at an offset that is not a multiple of the block size.
+    let request = Request::read(
+        open_direct(&file),
+        AlignedBuf::page_aligned(4096).unwrap(),
+        1,
+    );
+    let res = match ctx.submit_one(request) {
+        Err(e) => -(errno_of(&e.error) as i64),
+        Ok(()) => ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0].res,
+    };
+    assert_eq!(res, -(libc::EINVAL as i64));
+}
+
+fn poll_completes_with_the_ready_mask(engine: EngineKind) {
+    let (r, mut w) = pipe();
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::poll(r, libc::POLLIN as u16).data(9))
+        .unwrap();
+    assert!(ctx
+        .get_events(1, 1, Some(Duration::from_millis(50)))
+        .unwrap()
+        .is_empty());
+    w.write_all(b"x").unwrap();
+    let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
+    assert_eq!(event.data, 9);
+    assert_eq!(event.res & libc::POLLIN as i64, libc::POLLIN as i64);
+}
+
+fn resfd_is_signalled_after_the_event_is_in_the_ring(engine: EngineKind) {
+    let efd = eventfd();
+    let ctx = ctx(engine, 64);
+    let mut batch: Vec<Request> = (0..20)
+        .map(|i| Request::noop().data(i).eventfd(efd.clone()))
+        .collect();
+    assert_eq!(ctx.submit(&mut batch).unwrap(), 20);
+    let mut reaped = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reaped < 20 && Instant::now() < deadline {
+        let mut count = [0u8; 8];
+        match (&*efd).read_exact_nonblocking(&mut count) {
+            Some(()) => {
+                let n = u64::from_ne_bytes(count) as usize;
+                let got = ctx.get_events(0, n, Some(Duration::ZERO)).unwrap().len();
+                assert_eq!(
+                    got, n,
+                    "every count read from the eventfd has its event in the ring"
+                );
+                reaped += n;
+            }
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    assert_eq!(reaped, 20);
+}
+
+trait ReadNonblocking {
+    fn read_exact_nonblocking(self, buf: &mut [u8; 8]) -> Option<()>;
+}
+
+impl ReadNonblocking for &std::fs::File {
+    fn read_exact_nonblocking(mut self, buf: &mut [u8; 8]) -> Option<()> {
+        use std::io::Read;
+        self.read_exact(buf).ok()
+    }
+}
+
+// ---- io_getevents ----
+
+fn min_above_max_is_einval(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    assert_eq!(
+        errno_of(&ctx.get_events(2, 1, None).unwrap_err()),
+        libc::EINVAL
+    );
+}
+
+fn zero_timeout_does_not_wait(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    let started = Instant::now();
+    assert!(ctx
+        .get_events(1, 8, Some(Duration::ZERO))
+        .unwrap()
+        .is_empty());
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+fn timeout_elapses_with_what_is_there(engine: EngineKind) {
+    let (r, _w) = pipe();
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::noop()).unwrap();
+    ctx.submit_one(Request::poll(r, libc::POLLIN as u16))
+        .unwrap();
+    let timeout = Duration::from_millis(100);
+    let started = Instant::now();
+    let events = ctx.get_events(2, 8, Some(timeout)).unwrap();
+    assert!(started.elapsed() >= timeout);
+    assert_eq!(
+        events.len(),
+        1,
+        "fewer than min_nr when the timeout elapses"
+    );
+}
+
+fn events_come_oldest_first(engine: EngineKind) {
+    let ctx = ctx(engine, 64);
+    for i in 0..10 {
+        ctx.submit_one(Request::noop().data(i)).unwrap();
+        ctx.get_events(0, 0, None).unwrap();
+        while ctx.in_flight() > 0 {
+            std::thread::yield_now();
+        }
+    }
+    let order: Vec<u64> = ctx
+        .get_events(10, 10, FIVE_SECONDS)
+        .unwrap()
+        .iter()
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(order, (0..10).collect::<Vec<_>>());
+}
+
+fn get_events_after_destroy_is_einval(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::noop()).unwrap();
+    ctx.destroy().unwrap();
+    assert_eq!(
+        errno_of(&ctx.get_events(0, 8, None).unwrap_err()),
+        libc::EINVAL
+    );
+}
+
+fn waiter_in_get_events_leaves_on_destroy(engine: EngineKind) {
+    let (r, _w) = pipe();
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::poll(r, libc::POLLIN as u16))
+        .unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| ctx.get_events(1, 1, None));
+        std::thread::sleep(Duration::from_millis(50));
+        ctx.destroy().unwrap();
+        // It leaves with what it took (here only the cancelled poll) or EINVAL if nothing.
+        match waiter.join().unwrap() {
+            Ok(events) => assert!(events.iter().all(|e| e.res == -(libc::ECANCELED as i64))),
+            Err(e) => assert_eq!(errno_of(&e), libc::EINVAL),
+        }
+    });
+}
+
+fn many_threads_submit_and_reap_at_once(engine: EngineKind) {
+    let file = temp_file(64 * 1024);
+    let rf = open(&file, true, false);
+    let ctx = ctx(engine, 256);
+    let reaped = AtomicUsize::new(0);
+    const THREADS: usize = 4;
+    const EACH: usize = 200;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (ctx, rf, reaped) = (&ctx, rf.clone(), &reaped);
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let offset = ((t * EACH + i) % 16 * 4096) as u64;
+                    let mut request = Request::read(rf.clone(), vec![0u8; 4096], offset);
+                    loop {
+                        match ctx.submit_one(request) {
+                            Ok(()) => break,
+                            Err(e) if errno_of(&e.error) == libc::EAGAIN => {
+                                request = e.request;
+                                let n = ctx.get_events(1, 16, FIVE_SECONDS).unwrap();
+                                reaped.fetch_add(n.len(), Ordering::Relaxed);
+                            }
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                    let n = ctx.get_events(0, 4, Some(Duration::ZERO)).unwrap();
+                    assert!(n.iter().all(|e| e.res == 4096));
+                    reaped.fetch_add(n.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    while reaped.load(Ordering::Relaxed) < THREADS * EACH {
+        let n = ctx.get_events(1, 64, FIVE_SECONDS).unwrap();
+        assert!(!n.is_empty(), "every submitted read completes");
+        reaped.fetch_add(n.len(), Ordering::Relaxed);
+    }
+    assert_eq!(ctx.stats().completed, (THREADS * EACH) as u64);
+}
+
+// ---- io_cancel ----
+
+fn cancel_of_unknown_request_is_einval(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    assert_eq!(errno_of(&ctx.cancel(1234).unwrap_err()), libc::EINVAL);
+}
+
+fn cancel_of_a_poll_delivers_ecanceled(engine: EngineKind) {
+    let (r, _w) = pipe();
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
+        .unwrap();
+    ctx.cancel(5).expect("a poll is cancellable (in progress)");
+    let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
+    assert_eq!((event.data, event.res), (5, -(libc::ECANCELED as i64)));
+    assert_eq!(
+        errno_of(&ctx.cancel(5).unwrap_err()),
+        libc::EINVAL,
+        "already done"
+    );
+}
+
+// ---- io_destroy ----
+
+/// Starts `count` reads that block on an empty pipe; returns the write end.
+fn reads_blocked_on_a_pipe(ctx: &Context, count: usize, mem: &Arc<SharedMem>) -> std::fs::File {
+    let (r, w) = pipe();
+    for i in 0..count {
+        let request = Request::read_shared(r.clone(), mem, i * 16..(i + 1) * 16, 0).unwrap();
+        ctx.submit_one(request.data(i as u64)).unwrap();
+    }
+    w
+}
+
+fn destroy_leaves_nothing_in_flight(engine: EngineKind) {
+    let ctx = ctx(engine, 128);
+    let mem = Arc::new(SharedMem::map(64 * 16).unwrap());
+    let writer = reads_blocked_on_a_pipe(&ctx, 64, &mem);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(writer);
+        });
+        ctx.destroy().unwrap();
+        assert_eq!(ctx.in_flight(), 0);
+        assert_eq!(
+            ctx.stats().completed,
+            64,
+            "every read completed or was cancelled"
+        );
+    });
+}
+
+fn destroy_cancels_polls_that_never_fire(engine: EngineKind) {
+    let (r, _w) = pipe();
+    let ctx = ctx(engine, 64);
+    for i in 0..32 {
+        ctx.submit_one(Request::poll(r.clone(), libc::POLLIN as u16).data(i))
+            .unwrap();
+    }
+    ctx.destroy().unwrap();
+    assert_eq!(ctx.stats().cancelled, 32);
+    assert_eq!(ctx.state(), State::Dead);
+}
+
+fn concurrent_destroyers_all_wait_and_one_succeeds(engine: EngineKind, destroyers: usize) {
+    let ctx = ctx(engine, 64);
+    let mem = Arc::new(SharedMem::map(16 * 16).unwrap());
+    let writer = reads_blocked_on_a_pipe(&ctx, 16, &mem);
+    let barrier = Barrier::new(destroyers + 1);
+    let oks = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..destroyers {
+            s.spawn(|| {
+                barrier.wait();
+                match ctx.destroy() {
+                    Ok(()) => {
+                        oks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => assert_eq!(errno_of(&e), libc::EINVAL),
+                }
+                assert_eq!(
+                    ctx.in_flight(),
+                    0,
+                    "no destroyer returns while a request is in flight"
+                );
+            });
+        }
+        barrier.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(writer);
+    });
+    assert_eq!(oks.load(Ordering::Relaxed), 1);
+}
+
+fn two_concurrent_destroyers(engine: EngineKind) {
+    concurrent_destroyers_all_wait_and_one_succeeds(engine, 2);
+}
+
+fn eight_concurrent_destroyers(engine: EngineKind) {
+    concurrent_destroyers_all_wait_and_one_succeeds(engine, 8);
+}
+
+fn second_destroy_returns_einval(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    ctx.destroy().unwrap();
+    assert_eq!(errno_of(&ctx.destroy().unwrap_err()), libc::EINVAL);
+}
+
+fn drop_is_destroy(engine: EngineKind) {
+    let mem = Arc::new(SharedMem::map(16 * 16).unwrap());
+    let ctx = ctx(engine, 64);
+    let writer = reads_blocked_on_a_pipe(&ctx, 16, &mem);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(writer);
+        });
+        drop(ctx);
+    });
+    assert_eq!(
+        Arc::strong_count(&mem),
+        1,
+        "after drop no request holds the memory"
+    );
+}
+
+// ---- §4 Rust API invariants ----
+
+fn forgotten_context_keeps_request_memory_alive(engine: EngineKind) {
+    let ctx = ctx(engine, 64);
+    let mem = Arc::new(SharedMem::map(16 * 16).unwrap());
+    let mut writer = reads_blocked_on_a_pipe(&ctx, 16, &mem);
+    let weak = Arc::downgrade(&mem);
+    drop(mem);
+    std::mem::forget(ctx);
+    assert!(
+        weak.upgrade().is_some(),
+        "in-flight requests keep their memory mapped"
+    );
+    writer.write_all(&[7u8; 16 * 16]).unwrap();
+    drop(writer);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while weak.upgrade().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "memory is let go once every request completed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn context_is_send_and_sync(_engine: EngineKind) {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Context>();
+    assert_send_sync::<Request>();
+}
+
+macro_rules! engines {
+    ($($engine:ident => $kind:expr),* $(,)?) => {
+        const COVERED: &[EngineKind] = &[$($kind),*];
+        $(mod $engine {
+            use super::*;
+            engines!(@tests $kind;
+                setup_rejects_zero_events, setup_rejects_absurd_size,
+                setup_beyond_aio_max_nr_is_eagain, ring_has_the_kernel_layout,
+                submit_of_nothing_returns_zero, batch_is_clamped_to_the_ring,
+                full_ring_is_eagain_until_events_are_reaped,
+                failure_mid_batch_returns_count_before_it, first_failure_is_the_error,
+                read_of_write_only_file_is_ebadf, write_of_read_only_file_is_ebadf,
+                io_on_a_path_only_descriptor_is_ebadf, negative_offset_is_einval,
+                fsync_with_rw_flags_is_einval, poll_with_rw_flags_is_einval,
+                resfd_that_is_not_an_eventfd_is_einval, submit_after_destroy_is_einval,
+                shared_range_outside_memory_is_einval, reads_and_writes_round_trip,
+                short_read_at_end_of_file_is_not_an_error,
+                fsync_fdsync_and_noop_complete_with_zero, event_carries_data_and_obj,
+                direct_io_round_trips_with_aligned_buffers, misaligned_direct_io_is_einval,
+                poll_completes_with_the_ready_mask,
+                resfd_is_signalled_after_the_event_is_in_the_ring, min_above_max_is_einval,
+                zero_timeout_does_not_wait, timeout_elapses_with_what_is_there,
+                events_come_oldest_first, get_events_after_destroy_is_einval,
+                waiter_in_get_events_leaves_on_destroy,
+                many_threads_submit_and_reap_at_once, cancel_of_unknown_request_is_einval,
+                cancel_of_a_poll_delivers_ecanceled, destroy_leaves_nothing_in_flight,
+                destroy_cancels_polls_that_never_fire, two_concurrent_destroyers,
+                eight_concurrent_destroyers, second_destroy_returns_einval, drop_is_destroy,
+                forgotten_context_keeps_request_memory_alive, context_is_send_and_sync);
+        })*
+    };
+    (@tests $kind:expr; $($test:ident),*) => {
+        $(#[test]
+        fn $test() {
+            super::$test($kind);
+        })*
+    };
+}
+
+engines! {
+    threads => EngineKind::Threads,
+}
+
+#[test]
+fn every_engine_is_covered() {
+    assert_eq!(COVERED, &EngineKind::ALL[..]);
+}
