@@ -35,9 +35,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parses an engine name, or prints the one-line error and exits 2 (usage error).
-fn engine_or_exit(name: &str) -> aioctx::EngineKind {
-    name.parse().unwrap_or_else(|e| {
+/// The engine named on the command line, else by `AIOCTX_ENGINE`, else auto; an unknown
+/// name is a one-line error and exit status 2 (a usage error).
+fn engine_or_exit(name: Option<&str>) -> aioctx::EngineKind {
+    let parsed = match name {
+        Some(name) => name.parse(),
+        None => aioctx::EngineKind::from_env(),
+    };
+    parsed.unwrap_or_else(|e| {
         eprintln!("aioctx: {e}");
         std::process::exit(2)
     })

@@ -30,9 +30,9 @@ const REGIONS: usize = 4;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Engine: auto, or one of those `aioctx info` lists.
-    #[arg(long, default_value = "auto")]
-    engine: String,
+    /// Engine: auto, or one of those `aioctx info` lists (default: AIOCTX_ENGINE, else auto).
+    #[arg(long)]
+    engine: Option<String>,
     /// Threads racing at once, each with its own contexts.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
@@ -88,7 +88,7 @@ impl Tally {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let kind = crate::engine_or_exit(&args.engine);
+    let kind = crate::engine_or_exit(args.engine.as_deref());
     if let Err(e) = Context::with_engine(args.depth, kind) {
         eprintln!("aioctx: engine {} cannot run here: {e}", kind);
         return ExitCode::FAILURE;

@@ -42,3 +42,6 @@ pub use engine::{EngineKind, Probe};
 pub use lifecycle::State;
 pub use request::{Opcode, RawParts, Request, RwFlags};
 pub use sys::mem::SharedMem;
+
+#[cfg(all(test, loom))]
+mod loom_tests;

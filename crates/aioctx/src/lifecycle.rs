@@ -59,15 +59,25 @@ impl Lifecycle {
         self.word.load(Ordering::Acquire) & !DYING
     }
 
-    /// Counts a request in before it is started; false if the context is no longer live
-    /// (the count is then given back at once).
+    /// Counts a request in before it is started; false if the context is no longer live.
+    /// Once DYING is set the count only falls, so a dead context stays dead (a failed
+    /// submit never bumps it, not even for a moment).
     pub(crate) fn enter(&self) -> bool {
-        let prev = self.word.fetch_add(1, Ordering::AcqRel);
-        if prev & DYING != 0 {
-            self.exit();
-            return false;
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            if word & DYING != 0 {
+                return false;
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                word + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => word = actual,
+            }
         }
-        true
     }
 
     /// Counts a request out, after its last touch of caller memory. The Release half orders
