@@ -182,13 +182,7 @@ impl Request {
         range: Range<usize>,
         offset: u64,
     ) -> io::Result<Request> {
-        let buffers = shared(mem, range)?;
-        Ok(Request::new(
-            Opcode::Pread,
-            Some(file),
-            buffers,
-            offset as i64,
-        ))
+        Request::shared(Opcode::Pread, file, mem, range, offset)
     }
 
     /// Writes `range` of shared memory the caller keeps (`EINVAL` if outside it).
@@ -198,13 +192,21 @@ impl Request {
         range: Range<usize>,
         offset: u64,
     ) -> io::Result<Request> {
-        let buffers = shared(mem, range)?;
-        Ok(Request::new(
-            Opcode::Pwrite,
-            Some(file),
-            buffers,
-            offset as i64,
-        ))
+        Request::shared(Opcode::Pwrite, file, mem, range, offset)
+    }
+
+    fn shared(
+        opcode: Opcode,
+        file: Arc<File>,
+        mem: &Arc<SharedMem>,
+        range: Range<usize>,
+        offset: u64,
+    ) -> io::Result<Request> {
+        if range.start > range.end || range.end > mem.len() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let buffers = Buffers::Shared(Arc::clone(mem), range);
+        Ok(Request::new(opcode, Some(file), buffers, offset as i64))
     }
 
     /// Flushes the file's data and metadata.
@@ -268,13 +270,6 @@ impl Request {
     pub fn into_bufs(self) -> Vec<Buf> {
         self.buffers.into_owned()
     }
-}
-
-fn shared(mem: &Arc<SharedMem>, range: Range<usize>) -> io::Result<Buffers> {
-    if range.start > range.end || range.end > mem.len() {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    Ok(Buffers::Shared(Arc::clone(mem), range))
 }
 
 /// Builds requests from parts the C ABI has already read and checked; lent memory makes

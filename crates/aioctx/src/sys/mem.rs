@@ -11,9 +11,46 @@ use super::abi::{AioRingHeader, IoEvent};
 /// An anonymous, page-aligned, zeroed mapping holding an `aio_ring`: the 32-byte header
 /// followed by `nr` events. It is the C handle, so its address must never move.
 pub struct RingMem {
+    map: Mapping,
+    nr: u32,
+}
+
+/// An anonymous, private, zeroed, page-aligned mapping, unmapped on drop.
+struct Mapping {
     base: NonNull<u8>,
     len: usize,
-    nr: u32,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        Ok(Mapping { base, len })
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
 }
 
 // SAFETY: the mapping is plain memory; every access after construction goes through
@@ -46,22 +83,10 @@ impl RingMem {
         let len = wanted.div_ceil(page) * page;
         let nr = u32::try_from((len - header) / event)
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
-        Ok(RingMem { base, len, nr })
+        Ok(RingMem {
+            map: Mapping::new(len)?,
+            nr,
+        })
     }
 
     /// Number of event slots.
@@ -71,7 +96,7 @@ impl RingMem {
 
     /// Address of the header: the C handle.
     pub fn as_ptr(&self) -> *mut AioRingHeader {
-        self.base.as_ptr().cast()
+        self.map.as_ptr().cast()
     }
 
     /// One header word. Consumers outside this process's Rust code (C programs reaping the
@@ -79,7 +104,7 @@ impl RingMem {
     pub fn header(&self, word: HeaderWord) -> &AtomicU32 {
         // SAFETY: the header is 8 aligned u32 words at the start of a live page-aligned
         // mapping, and AtomicU32 has the layout of u32.
-        unsafe { &*self.base.as_ptr().cast::<AtomicU32>().add(word as usize) }
+        unsafe { &*self.map.as_ptr().cast::<AtomicU32>().add(word as usize) }
     }
 
     fn event_words(&self, slot: u32) -> &[AtomicU64; 4] {
@@ -87,7 +112,7 @@ impl RingMem {
         let offset = std::mem::size_of::<AioRingHeader>() + slot as usize * 32;
         // SAFETY: `slot < nr`, so the 32 bytes at `offset` lie inside the mapping; the
         // offset is a multiple of 8 from a page-aligned base.
-        unsafe { &*self.base.as_ptr().add(offset).cast::<[AtomicU64; 4]>() }
+        unsafe { &*self.map.as_ptr().add(offset).cast::<[AtomicU64; 4]>() }
     }
 
     /// Stores an event into a slot; publication is the caller's store to `tail`.
@@ -108,13 +133,6 @@ impl RingMem {
             res: words[2].load(Ordering::Relaxed) as i64,
             res2: words[3].load(Ordering::Relaxed) as i64,
         }
-    }
-}
-
-impl Drop for RingMem {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 
@@ -214,8 +232,7 @@ impl RawMem {
 /// it at any time is observable (the race reproducer looks for exactly that), never undefined
 /// behaviour. Page-aligned, so it serves O_DIRECT.
 pub struct SharedMem {
-    base: NonNull<u8>,
-    len: usize,
+    map: Mapping,
 }
 
 // SAFETY: the mapping is plain memory accessed from Rust only through atomics.
@@ -227,56 +244,38 @@ impl SharedMem {
     /// Maps `len` zeroed bytes (rounded up to a multiple of 8).
     pub fn map(len: usize) -> io::Result<SharedMem> {
         let len = len.max(8).next_multiple_of(8);
-        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
-        Ok(SharedMem { base, len })
+        Ok(SharedMem {
+            map: Mapping::new(len)?,
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The memory as 64-bit words.
     pub fn words(&self) -> &[AtomicU64] {
         // SAFETY: the mapping is `len` bytes, a multiple of 8, page-aligned, and lives as
         // long as `self`; AtomicU64 has the layout of u64.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU64>(), self.len / 8) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), self.len() / 8) }
     }
 
     /// Address of byte `offset`, for an engine to read or write through.
     pub fn ptr_at(&self, offset: usize) -> *mut u8 {
-        assert!(offset <= self.len, "offset past the end of shared memory");
+        assert!(offset <= self.len(), "offset past the end of shared memory");
         // SAFETY: `offset <= len`, so the result is inside or one past the mapping.
-        unsafe { self.base.as_ptr().add(offset) }
-    }
-}
-
-impl Drop for SharedMem {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+        unsafe { self.map.as_ptr().add(offset) }
     }
 }
 
 impl std::fmt::Debug for SharedMem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedMem").field("len", &self.len).finish()
+        f.debug_struct("SharedMem")
+            .field("len", &self.len())
+            .finish()
     }
 }
