@@ -130,7 +130,15 @@ impl Inflight {
         if res == -(libc::ECANCELED as i64) {
             core.counters.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        let Request { buffers, resfd, .. } = request;
+        let Request {
+            buffers,
+            resfd,
+            file,
+            ..
+        } = request;
+        // Let go of the file before the request counts out: after destroy, no descriptor
+        // of the caller's is held open by the context either.
+        drop(file);
         if !core.ring.post(event, buffers.into_owned()) {
             core.counters.lost.fetch_add(1, Ordering::Relaxed);
         }
@@ -181,7 +189,7 @@ impl Context {
         let core = Arc::new(Core {
             ring: Ring::new(nr_events, id)?,
             lifecycle: Lifecycle::new(),
-            doorbell: Doorbell::new()?,
+            doorbell: Doorbell::new(),
             counters: Counters::default(),
         });
         let engine = engine::open(kind, &core)?;

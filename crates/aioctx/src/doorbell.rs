@@ -28,11 +28,11 @@ pub(crate) enum Woken {
 }
 
 impl Doorbell {
-    pub(crate) fn new() -> io::Result<Doorbell> {
-        Ok(Doorbell {
+    pub(crate) fn new() -> Doorbell {
+        Doorbell {
             waiters: AtomicUsize::new(0),
-            bell: Bell::new()?,
-        })
+            bell: Bell::new(),
+        }
     }
 
     /// Wakes every sleeper, if there is one. Callers publish their state change (an event in
@@ -53,6 +53,7 @@ impl Doorbell {
         timeout: Option<Duration>,
         sigmask: Option<u64>,
     ) -> io::Result<Woken> {
+        self.bell.prepare()?;
         self.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let woken = if ready() {
@@ -65,27 +66,42 @@ impl Doorbell {
     }
 }
 
+/// The eventfd, made by the first waiter: most contexts are never waited on (programs that
+/// reap the ring themselves, batch tools), and need no descriptor for it.
 #[cfg(not(loom))]
-struct Bell(std::fs::File);
+struct Bell(std::sync::OnceLock<std::fs::File>);
 
 #[cfg(not(loom))]
 impl Bell {
-    fn new() -> io::Result<Bell> {
-        crate::sys::fd::eventfd().map(Bell)
+    fn new() -> Bell {
+        Bell(std::sync::OnceLock::new())
+    }
+
+    /// Makes sure the eventfd exists; called before a waiter registers.
+    fn prepare(&self) -> io::Result<()> {
+        if self.0.get().is_none() {
+            // A racing waiter may set it first; then ours is simply closed.
+            let _ = self.0.set(crate::sys::fd::eventfd()?);
+        }
+        Ok(())
     }
 
     fn ring(&self) {
         use std::os::fd::AsFd;
-        crate::sys::fd::eventfd_signal(self.0.as_fd(), 1);
+        // Waiters make the eventfd before they register, so a registered waiter's is here.
+        if let Some(eventfd) = self.0.get() {
+            crate::sys::fd::eventfd_signal(eventfd.as_fd(), 1);
+        }
     }
 
     fn sleep(&self, timeout: Option<Duration>, sigmask: Option<u64>) -> io::Result<Woken> {
         use crate::sys::fd::{eventfd_drain, wait_readable, Wait};
         use std::os::fd::AsFd;
-        let waited = wait_readable(self.0.as_fd(), timeout, sigmask)?;
+        let eventfd = self.0.get().expect("prepare made the eventfd").as_fd();
+        let waited = wait_readable(eventfd, timeout, sigmask)?;
         // Draining may swallow a ring meant for another sleeper; reapers that leave events
         // behind ring again (see Context::reap), so no event is left without a wake-up.
-        eventfd_drain(self.0.as_fd());
+        eventfd_drain(eventfd);
         Ok(match waited {
             Wait::Ready => Woken::Rung,
             Wait::TimedOut => Woken::TimedOut,
@@ -101,11 +117,15 @@ struct Bell {
 
 #[cfg(loom)]
 impl Bell {
-    fn new() -> io::Result<Bell> {
-        Ok(Bell {
+    fn new() -> Bell {
+        Bell {
             rung: loom::sync::Mutex::new(false),
             cv: loom::sync::Condvar::new(),
-        })
+        }
+    }
+
+    fn prepare(&self) -> io::Result<()> {
+        Ok(())
     }
 
     fn ring(&self) {

@@ -119,7 +119,7 @@ fn loom_submit_racing_destroy_is_refused_or_waited_for() {
 fn loom_get_events_waiter_leaves_when_destroy_begins() {
     loom::model(|| {
         let lifecycle = Arc::new(Lifecycle::new());
-        let doorbell = Arc::new(Doorbell::new().unwrap());
+        let doorbell = Arc::new(Doorbell::new());
         let waiter = {
             let (lifecycle, doorbell) = (Arc::clone(&lifecycle), Arc::clone(&doorbell));
             thread::spawn(move || {
@@ -138,7 +138,7 @@ fn loom_get_events_waiter_leaves_when_destroy_begins() {
 fn loom_get_events_waiter_wakes_for_a_posted_event() {
     loom::model(|| {
         let events = Arc::new(AtomicUsize::new(0));
-        let doorbell = Arc::new(Doorbell::new().unwrap());
+        let doorbell = Arc::new(Doorbell::new());
         let waiter = {
             let (events, doorbell) = (Arc::clone(&events), Arc::clone(&doorbell));
             thread::spawn(move || {
