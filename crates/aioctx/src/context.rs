@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::buf::Buf;
 use crate::doorbell::{Doorbell, Woken};
+use crate::engine::sim::{SimConfig, SimEngine};
 use crate::engine::{self, Engine, EngineKind};
 use crate::lifecycle::{Lifecycle, State};
 use crate::request::{Opcode, Request};
@@ -184,6 +185,20 @@ impl Context {
     /// A context on a chosen engine. Errors as `io_setup`: `EINVAL` for 0 or an absurd
     /// size; `EAGAIN` for more than `/proc/sys/fs/aio-max-nr` events.
     pub fn with_engine(nr_events: u32, kind: EngineKind) -> io::Result<Context> {
+        Context::build(nr_events, |core| engine::open(kind, core))
+    }
+
+    /// A context on the simulator with this configuration (instead of `AIOCTX_SIM`'s).
+    pub fn simulated(nr_events: u32, config: SimConfig) -> io::Result<Context> {
+        Context::build(nr_events, |core| {
+            Ok(Box::new(SimEngine::new(core, config)?))
+        })
+    }
+
+    fn build(
+        nr_events: u32,
+        open: impl FnOnce(&Arc<Core>) -> io::Result<Box<dyn Engine>>,
+    ) -> io::Result<Context> {
         check_nr_events(nr_events)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let core = Arc::new(Core {
@@ -192,7 +207,7 @@ impl Context {
             doorbell: Doorbell::new(),
             counters: Counters::default(),
         });
-        let engine = engine::open(kind, &core)?;
+        let engine = open(&core)?;
         Ok(Context { core, engine })
     }
 

@@ -707,6 +707,7 @@ macro_rules! engines {
 
 engines! {
     threads => EngineKind::Threads,
+    sim => EngineKind::Sim,
 }
 
 #[test]

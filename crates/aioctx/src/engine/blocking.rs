@@ -14,6 +14,11 @@ pub(crate) fn perform(request: &mut Request) -> i64 {
 /// As `perform`, with extra `RWF_*` flags (the engines add `RWF_NOWAIT` to try a request
 /// without blocking).
 pub(crate) fn perform_with(request: &mut Request, extra: RwFlags) -> i64 {
+    perform_up_to(request, extra, usize::MAX)
+}
+
+/// As `perform_with`, moving at most `limit` bytes (the simulator's short transfers).
+pub(crate) fn perform_up_to(request: &mut Request, extra: RwFlags, limit: usize) -> i64 {
     let fd = match &request.file {
         Some(file) => file.as_raw_fd(),
         None if request.opcode == Opcode::Noop => return 0,
@@ -26,8 +31,8 @@ pub(crate) fn perform_with(request: &mut Request, extra: RwFlags) -> i64 {
         Opcode::Fsync => cvt(unsafe { libc::fsync(fd) } as isize),
         // SAFETY: as above.
         Opcode::Fdsync => cvt(unsafe { libc::fdatasync(fd) } as isize),
-        Opcode::Pread | Opcode::Preadv => transfer(fd, request, flags, Direction::Read),
-        Opcode::Pwrite | Opcode::Pwritev => transfer(fd, request, flags, Direction::Write),
+        Opcode::Pread | Opcode::Preadv => transfer(fd, request, flags, limit, Direction::Read),
+        Opcode::Pwrite | Opcode::Pwritev => transfer(fd, request, flags, limit, Direction::Write),
         Opcode::Poll => Err(io::Error::from_raw_os_error(libc::EINVAL)),
     };
     match result {
@@ -46,15 +51,21 @@ fn transfer(
     fd: RawFd,
     request: &mut Request,
     flags: libc::c_int,
+    limit: usize,
     dir: Direction,
 ) -> io::Result<usize> {
+    let mut left = limit;
     let iovecs: Vec<libc::iovec> = request
         .buffers
         .segments()
         .into_iter()
-        .map(|(base, len)| libc::iovec {
-            iov_base: base.cast(),
-            iov_len: len,
+        .map(|(base, len)| {
+            let len = len.min(left);
+            left -= len;
+            libc::iovec {
+                iov_base: base.cast(),
+                iov_len: len,
+            }
         })
         .collect();
     let count = iovecs.len() as libc::c_int;

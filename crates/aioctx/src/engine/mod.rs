@@ -15,6 +15,7 @@ use crate::request::RwFlags;
 
 mod blocking;
 mod poller;
+pub mod sim;
 pub mod threads;
 
 /// What an engine does with a context's requests.
@@ -44,16 +45,20 @@ pub enum EngineKind {
     Auto,
     /// A bounded worker pool shared by all contexts; works anywhere.
     Threads,
+    /// The deterministic, fault-injecting simulator (`AIOCTX_SIM`); never chosen by auto.
+    Sim,
 }
 
 impl EngineKind {
-    /// Every concrete engine, best first (the order `Auto` tries them in).
-    pub const ALL: [EngineKind; 1] = [EngineKind::Threads];
+    /// Every concrete engine, best first (the order `Auto` tries them in; it never picks
+    /// the simulator).
+    pub const ALL: [EngineKind; 2] = [EngineKind::Threads, EngineKind::Sim];
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Auto => "auto",
             EngineKind::Threads => "threads",
+            EngineKind::Sim => "sim",
         }
     }
 
@@ -72,7 +77,7 @@ impl EngineKind {
             EngineKind::Auto => *AUTO.get_or_init(|| {
                 probe_all()
                     .into_iter()
-                    .find(|p| p.available)
+                    .find(|p| p.available && p.kind != EngineKind::Sim)
                     .map_or(EngineKind::Threads, |p| p.kind)
             }),
             kind => kind,
@@ -123,7 +128,7 @@ pub fn probe_all() -> Vec<Probe> {
         .into_iter()
         .map(|kind| {
             let result = match kind {
-                EngineKind::Threads => Ok(()),
+                EngineKind::Threads | EngineKind::Sim => Ok(()),
                 EngineKind::Auto => unreachable!("ALL holds concrete engines only"),
             };
             Probe {
@@ -139,6 +144,7 @@ pub fn probe_all() -> Vec<Probe> {
 pub(crate) fn open(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engine>> {
     Ok(match kind.resolve() {
         EngineKind::Threads => Box::new(threads::ThreadsEngine::new(core)),
+        EngineKind::Sim => Box::new(sim::SimEngine::new(core, sim::SimConfig::from_env()?)?),
         EngineKind::Auto => unreachable!("resolve returns a concrete engine"),
     })
 }
