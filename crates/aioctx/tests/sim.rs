@@ -45,9 +45,7 @@ fn same_seed_gives_the_same_order_faults_and_results() {
     assert_ne!(order, in_submit_order, "delays reorder completions");
     assert_ne!(
         first,
-        run(config(
-            "seed=8,eio=0.2,enospc=0.2,short=0.2,delay=2ms..8ms"
-        ))
+        run(config("seed=8,eio=0.2,enospc=0.2,short=0.2,delay=2ms..8ms"))
     );
 }
 
