@@ -107,3 +107,17 @@ pub(crate) fn remove(handle: usize, context: &Arc<Context>) {
     drop(table);
     drop(removed);
 }
+
+/// The live contexts of this process, unless the table is busy (for a report at exit, which
+/// must not wait for a thread that will never run again).
+pub(crate) fn live_contexts() -> Vec<Arc<Context>> {
+    let Ok(table) = TABLE.try_read() else {
+        return Vec::new();
+    };
+    let generation = GENERATION.load(Ordering::Relaxed);
+    table
+        .values()
+        .filter(|entry| entry.generation == generation)
+        .map(|entry| Arc::clone(&entry.context))
+        .collect()
+}

@@ -82,6 +82,7 @@ fn setup(maxevents: c_int, ctxp: usize) -> Result<c_int, Errno> {
     // A negative count, seen as unsigned, is an absurd size: EINVAL from the context.
     let context = Context::new(maxevents as u32).map_err(submit::errno_of)?;
     let (handle, context) = handles::insert(context);
+    stats::record_at_exit();
     if let Err(code) = user::write(ctxp, &handle) {
         destroy_context(handle, &context).ok();
         return Err(code);

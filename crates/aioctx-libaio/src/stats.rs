@@ -1,4 +1,5 @@
-//! `AIOCTX_STATS=<path>`: each destroyed context appends one line of counters, so a test can
+//! `AIOCTX_STATS=<path>`: each context appends one line of counters when it is destroyed,
+//! or at exit if it is still live then (QEMU never destroys its context), so a test can
 //! prove that the drop-in (and which engine) served a program, not the system's libaio.
 //!
 //! ```text
@@ -6,8 +7,28 @@
 //! ```
 
 use std::io::Write;
+use std::sync::Once;
 
 use aioctx::Context;
+
+use crate::handles;
+
+/// Arranges for the contexts still live at exit to be recorded (once per process).
+pub(crate) fn record_at_exit() {
+    static REGISTERED: Once = Once::new();
+    if std::env::var_os("AIOCTX_STATS").is_none() {
+        return;
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: `record_live` is a plain function that lives as long as the process.
+        unsafe { libc::atexit(record_live) };
+    });
+}
+
+extern "C" fn record_live() {
+    // No panic may unwind out of an atexit handler into libc.
+    let _ = std::panic::catch_unwind(|| handles::live_contexts().iter().for_each(|c| record(c)));
+}
 
 /// Appends the context's line to `$AIOCTX_STATS`, if set. Failing to write it is not the
 /// caller's error: the line is simply missing.
