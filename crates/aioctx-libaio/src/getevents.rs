@@ -54,11 +54,11 @@ pub(crate) fn get_events(
     // No more events can ever be available than the ring holds.
     let max = (nr as u64).min(u64::from(context.capacity())) as usize;
     let min = (min_nr as usize).min(max);
-    user::check_writable(events, max * size_of::<IoEvent>())?;
+    let out = user::check_writable(events, max * size_of::<IoEvent>())?;
     let mut taken = vec![IoEvent::default(); max];
     let count = context
         .get_events_raw(min, &mut taken, wait.timeout, wait.sigmask)
         .map_err(errno_of)?;
-    user::write_slice(events, &taken[..count])?;
+    out.store(&taken[..count]);
     Ok(count)
 }

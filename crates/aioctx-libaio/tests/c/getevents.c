@@ -70,10 +70,17 @@ int main(void)
 	/* Oldest first, at most nr, fields as the iocbs said. */
 	int file = temp_file(4096, 1, O_RDWR);
 	struct iocb iocbs[5], *list[5];
+	volatile unsigned *tail = &((unsigned *)ctx)[3];
 	for (int i = 0; i < 5; i++) {
+		/* one at a time, each posted before the next is submitted: a known order */
+		unsigned before = *tail;
 		prep_noop(&iocbs[i], file, 100 + i);
 		list[i] = &iocbs[i];
 		CHECK_RET(io_submit(ctx, 1, &list[i]), 1);
+		for (int spins = 0; *tail == before; spins++) {
+			CHECK(spins < 5000);
+			usleep(1000);
+		}
 	}
 	CHECK_RET(io_getevents(ctx, 3, 3, events, NULL), 3);
 	CHECK_RET(io_getevents(ctx, 2, 32, events + 3, NULL), 2);
