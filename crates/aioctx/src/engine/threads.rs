@@ -7,6 +7,7 @@
 //! Queued requests and polls can be cancelled; a request a worker is running cannot, and
 //! destroy waits for it.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, OnceLock};
@@ -16,7 +17,7 @@ use super::poller::poller;
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
-use crate::sync::{lock, wait, Condvar, Mutex};
+use crate::sync::{lock, wait, Condvar, Mutex, MutexGuard};
 
 /// Workers when `AIOCTX_WORKERS` does not say: enough to keep a disk busy at queue depth 32.
 const DEFAULT_WORKERS: usize = 32;
@@ -55,15 +56,55 @@ struct QueueState {
 
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| Pool {
-        state: Mutex::new(PoolState::default()),
-        work: Condvar::new(),
-        max_workers: std::env::var("AIOCTX_WORKERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_WORKERS),
+    POOL.get_or_init(|| {
+        // SAFETY: the handlers are plain functions that live as long as the process.
+        unsafe {
+            libc::pthread_atfork(
+                Some(pool_before_fork),
+                Some(pool_after_fork_in_parent),
+                Some(pool_after_fork_in_child),
+            )
+        };
+        Pool {
+            state: Mutex::new(PoolState::default()),
+            work: Condvar::new(),
+            max_workers: std::env::var("AIOCTX_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(DEFAULT_WORKERS),
+        }
     })
+}
+
+thread_local! {
+    /// The pool's lock, held by the forking thread across `fork()`, so that the child never
+    /// inherits it locked by a thread that does not exist there.
+    static HELD_ACROSS_FORK: RefCell<Option<MutexGuard<'static, PoolState>>> =
+        const { RefCell::new(None) };
+}
+
+extern "C" fn pool_before_fork() {
+    let state = lock(&pool().state);
+    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(state));
+}
+
+extern "C" fn pool_after_fork_in_parent() {
+    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
+}
+
+/// The child starts with no workers (none survived the fork), so its own contexts get new
+/// ones. The queued requests belong to the parent's contexts, dead in the child (their
+/// handles no longer resolve): they are leaked, never run and never completed.
+extern "C" fn pool_after_fork_in_child() {
+    HELD_ACROSS_FORK.with(|held| {
+        if let Some(mut state) = held.borrow_mut().take() {
+            state.workers = 0;
+            state.idle = 0;
+            state.permits = 0;
+            std::mem::forget(std::mem::take(&mut state.runnable));
+        }
+    });
 }
 
 impl Pool {

@@ -1,0 +1,123 @@
+//! The handle table: which `io_context_t` values name a live context of this process.
+//!
+//! A handle is the address of its context's ring (SPEC §2), but it is only ever looked up
+//! here, never dereferenced, so a stale, forged or destroyed handle is `EINVAL`. After
+//! `fork()` the child's copies of the parent's entries stop resolving (as the kernel's do):
+//! every entry carries the fork generation it was made in.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use aioctx::Context;
+
+struct Entry {
+    context: Arc<Context>,
+    generation: u64,
+}
+
+type Table = BTreeMap<usize, Entry>;
+
+/// Handle to context. Setup and destroy write it; every other call reads it.
+static TABLE: RwLock<Table> = RwLock::new(BTreeMap::new());
+
+/// Incremented in the child by every `fork()`: entries of an older generation belong to an
+/// ancestor process. The parent's entries are never dropped in the child (dropping one would
+/// wait for requests whose workers did not survive the fork); they leak.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The table's write lock, held by the forking thread across `fork()`, so the child
+    /// never inherits it locked by a thread that does not exist there.
+    static HELD_ACROSS_FORK: RefCell<Option<RwLockWriteGuard<'static, Table>>> =
+        const { RefCell::new(None) };
+}
+
+fn read_table() -> RwLockReadGuard<'static, Table> {
+    TABLE
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_table() -> RwLockWriteGuard<'static, Table> {
+    TABLE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+extern "C" fn before_fork() {
+    let guard = write_table();
+    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(guard));
+}
+
+extern "C" fn after_fork_in_parent() {
+    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
+}
+
+extern "C" fn after_fork_in_child() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
+}
+
+fn watch_forks() {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: the handlers are plain functions that live as long as the process (this
+        // library is never unloaded while contexts exist: the table holds them).
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
+    });
+}
+
+/// Registers a new context; returns its handle (its ring's address).
+pub(crate) fn insert(context: Context) -> (usize, Arc<Context>) {
+    watch_forks();
+    let handle = context.ring_ptr() as usize;
+    let context = Arc::new(context);
+    let entry = Entry {
+        context: Arc::clone(&context),
+        generation: GENERATION.load(Ordering::Relaxed),
+    };
+    write_table().insert(handle, entry);
+    (handle, context)
+}
+
+/// The live context a handle names in this process, if any.
+pub(crate) fn lookup(handle: usize) -> Option<Arc<Context>> {
+    let table = read_table();
+    let entry = table.get(&handle)?;
+    (entry.generation == GENERATION.load(Ordering::Relaxed)).then(|| Arc::clone(&entry.context))
+}
+
+/// Forgets a destroyed context's handle (unless it already names another context). The
+/// ring stays mapped until the last caller still using the context lets go of it.
+pub(crate) fn remove(handle: usize, context: &Arc<Context>) {
+    let mut table = write_table();
+    let removed = table
+        .get(&handle)
+        .is_some_and(|entry| Arc::ptr_eq(&entry.context, context))
+        .then(|| table.remove(&handle));
+    // A context is released outside the lock: its drop may unmap the ring.
+    drop(table);
+    drop(removed);
+}
+
+/// The live contexts of this process, unless the table is busy (for a report at exit, which
+/// must not wait for a thread that will never run again).
+pub(crate) fn live_contexts() -> Vec<Arc<Context>> {
+    let Ok(table) = TABLE.try_read() else {
+        return Vec::new();
+    };
+    let generation = GENERATION.load(Ordering::Relaxed);
+    table
+        .values()
+        .filter(|entry| entry.generation == generation)
+        .map(|entry| Arc::clone(&entry.context))
+        .collect()
+}

@@ -1,0 +1,193 @@
+//! `io_submit`: iocbs read out of caller memory and turned into requests, with the kernel's
+//! checks in the kernel's order (fs/aio.c: `io_submit_one`, `__io_submit_one`, `aio_read`,
+//! `aio_prep_fsync`, `aio_poll`; lib/iov_iter.c: `__import_iovec`).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use aioctx::sys::abi::{self, Iocb};
+use aioctx::sys::fd::{dup_raw, open_mode};
+use aioctx::sys::mem::RawMem;
+use aioctx::{Context, Opcode, RawParts, Request, RwFlags};
+
+use crate::user::{self, Errno};
+
+/// The most segments one vectored request may carry (the kernel's `UIO_MAXIOV`).
+const UIO_MAXIOV: u64 = 1024;
+
+/// The most bytes one read or write transfers (the kernel's `MAX_RW_COUNT`): longer requests
+/// are cut short, as the kernel cuts them.
+const MAX_RW_COUNT: usize = 0x7fff_f000;
+
+/// Where `aio_key` lies in `struct iocb`.
+pub(crate) const AIO_KEY_OFFSET: usize = 8;
+
+pub(crate) fn errno_of(error: io::Error) -> Errno {
+    error.raw_os_error().unwrap_or(libc::EINVAL)
+}
+
+/// Submits the first `nr` iocbs of the caller's array (at most the ring's size); returns how
+/// many were accepted, or the first one's error.
+pub(crate) fn submit(context: &Context, nr: usize, iocbpp: usize) -> Result<usize, Errno> {
+    let nr = nr.min(context.capacity() as usize);
+    let (pointers, unreadable) = iocb_pointers(iocbpp, nr);
+    let mut accepted = 0;
+    let mut failure = unreadable;
+    for user_iocb in pointers {
+        if let Err(error) = submit_one(context, user_iocb) {
+            failure = Some(error);
+            break;
+        }
+        accepted += 1;
+    }
+    match failure {
+        Some(error) if accepted == 0 => Err(error),
+        _ => Ok(accepted),
+    }
+}
+
+/// The first `nr` iocb pointers, up to the first that cannot be read (and its error).
+fn iocb_pointers(iocbpp: usize, nr: usize) -> (Vec<usize>, Option<Errno>) {
+    if let Ok(all) = user::read_slice(iocbpp, nr) {
+        return (all, None);
+    }
+    let mut readable = Vec::new();
+    for index in 0..nr {
+        let address = index
+            .checked_mul(size_of::<usize>())
+            .and_then(|offset| iocbpp.checked_add(offset));
+        match address.map_or(Err(libc::EFAULT), user::read::<usize>) {
+            Ok(pointer) => readable.push(pointer),
+            Err(error) => return (readable, Some(error)),
+        }
+    }
+    (readable, None)
+}
+
+/// One iocb: the checks before a ring slot is taken, then the rest under `submit_with`, so
+/// that a full ring (`EAGAIN`) is reported before anything found in the iocb's fields.
+fn submit_one(context: &Context, user_iocb: usize) -> Result<(), Errno> {
+    let iocb: Iocb = user::read(user_iocb)?;
+    if iocb.aio_reserved2 != 0 || (iocb.aio_nbytes as i64) < 0 {
+        return Err(libc::EINVAL);
+    }
+    context
+        .submit_with(|| {
+            decode(&iocb, user_iocb)
+                .map(Request::from)
+                .map_err(io::Error::from_raw_os_error)
+        })
+        .map_err(errno_of)
+}
+
+/// Resolves a caller's descriptor now, so the request keeps its file whatever the caller
+/// later does with the number.
+fn resolve_fd(raw: u32) -> Result<Arc<File>, Errno> {
+    let fd = dup_raw(raw as i32).map_err(errno_of)?;
+    Ok(Arc::new(File::from(fd)))
+}
+
+fn decode(iocb: &Iocb, user_iocb: usize) -> Result<RawParts, Errno> {
+    let file = resolve_fd(iocb.aio_fildes)?;
+    let resfd = if iocb.aio_flags & abi::IOCB_FLAG_RESFD != 0 {
+        Some(resolve_fd(iocb.aio_resfd)?)
+    } else {
+        None
+    };
+    user::write(user_iocb + AIO_KEY_OFFSET, &abi::KIOCB_KEY)?;
+    let opcode = Opcode::from_raw(iocb.aio_lio_opcode).ok_or(libc::EINVAL)?;
+    let mut parts = RawParts {
+        opcode,
+        file,
+        offset: iocb.aio_offset,
+        segments: Vec::new(),
+        poll_events: 0,
+        rw_flags: RwFlags::empty(),
+        data: iocb.aio_data,
+        obj: user_iocb as u64,
+        resfd,
+    };
+    match opcode {
+        Opcode::Pread | Opcode::Pwrite | Opcode::Preadv | Opcode::Pwritev => {
+            parts.rw_flags = rw_flags(iocb, &parts.file, opcode)?;
+            parts.segments = if matches!(opcode, Opcode::Preadv | Opcode::Pwritev) {
+                iovec_segments(iocb)?
+            } else {
+                vec![single_segment(iocb)?]
+            };
+            if iocb.aio_offset < 0 {
+                return Err(libc::EINVAL);
+            }
+        }
+        Opcode::Fsync | Opcode::Fdsync => {
+            if iocb.aio_buf != 0
+                || iocb.aio_offset != 0
+                || iocb.aio_nbytes != 0
+                || iocb.aio_rw_flags != 0
+            {
+                return Err(libc::EINVAL);
+            }
+        }
+        Opcode::Poll => {
+            let events = u16::try_from(iocb.aio_buf).map_err(|_| libc::EINVAL)?;
+            if iocb.aio_offset != 0 || iocb.aio_nbytes != 0 || iocb.aio_rw_flags != 0 {
+                return Err(libc::EINVAL);
+            }
+            parts.poll_events = events;
+        }
+        Opcode::Noop => {}
+    }
+    Ok(parts)
+}
+
+/// The `RWF_*` flags of a read or write. Bits aioctx does not know are `EOPNOTSUPP`, after
+/// the file's mode has been checked (`EBADF` comes first, as for known flags).
+fn rw_flags(iocb: &Iocb, file: &File, opcode: Opcode) -> Result<RwFlags, Errno> {
+    if let Some(flags) = RwFlags::from_bits(iocb.aio_rw_flags as u32) {
+        return Ok(flags);
+    }
+    let mode = open_mode(file.as_fd()).map_err(errno_of)?;
+    if (opcode.is_read() && !mode.readable) || (opcode.is_write() && !mode.writable) {
+        return Err(libc::EBADF);
+    }
+    Err(libc::EOPNOTSUPP)
+}
+
+fn single_segment(iocb: &Iocb) -> Result<RawMem, Errno> {
+    let address = iocb.aio_buf as usize;
+    let len = (iocb.aio_nbytes as usize).min(MAX_RW_COUNT);
+    if !user::access_ok(address, len) {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: libaio's contract, as the kernel's: the caller keeps the buffer valid until
+    // the request's event is delivered. A bad address inside the user half fails the I/O
+    // with EFAULT in the event (the engines pass it to syscalls, never dereference it).
+    Ok(unsafe { RawMem::new(address as *mut u8, len) })
+}
+
+/// The segments of a vectored request. The iovec array is copied now: the caller may reuse
+/// it once submit returns.
+fn iovec_segments(iocb: &Iocb) -> Result<Vec<RawMem>, Errno> {
+    if iocb.aio_nbytes > UIO_MAXIOV {
+        return Err(libc::EINVAL);
+    }
+    let iovecs: Vec<libc::iovec> =
+        user::read_slice(iocb.aio_buf as usize, iocb.aio_nbytes as usize)?;
+    if iovecs.iter().any(|iov| (iov.iov_len as isize) < 0) {
+        return Err(libc::EINVAL);
+    }
+    let mut total = 0;
+    let mut segments = Vec::with_capacity(iovecs.len());
+    for iov in iovecs {
+        if !user::access_ok(iov.iov_base as usize, iov.iov_len) {
+            return Err(libc::EFAULT);
+        }
+        let len = iov.iov_len.min(MAX_RW_COUNT - total);
+        total += len;
+        // SAFETY: as in `single_segment`.
+        segments.push(unsafe { RawMem::new(iov.iov_base.cast(), len) });
+    }
+    Ok(segments)
+}

@@ -1,0 +1,157 @@
+//! Caller memory, read and written without ever faulting.
+//!
+//! Every pointer a C caller hands over may be NULL, -1, a kernel-half address, unmapped, or
+//! read-only where a result is stored; the kernel answers all of those with `EFAULT` and so
+//! must we, instead of a SIGSEGV in the caller. The copies go through `process_vm_readv` /
+//! `process_vm_writev` on our own process: the kernel walks the page tables and reports a
+//! bad address as an error (they are allowed by Docker's default seccomp profile).
+
+use std::mem::{size_of, MaybeUninit};
+
+use aioctx::sys::abi::{IoEvent, Iocb};
+
+/// A positive errno value.
+pub(crate) type Errno = i32;
+
+/// The end of the x86-64 user address space (the kernel's `TASK_SIZE_MAX`): `access_ok`.
+const USER_END: usize = 0x7fff_ffff_f000;
+
+/// Whether `[addr, addr + len)` lies in the user half, as the kernel's `access_ok` checks
+/// before it touches (or lends to a request) caller memory.
+pub(crate) fn access_ok(addr: usize, len: usize) -> bool {
+    addr.checked_add(len).is_some_and(|end| end <= USER_END)
+}
+
+/// Types every bit pattern of which is a valid value, so that bytes copied from caller
+/// memory make one.
+///
+/// # Safety
+/// Implementors must be `repr(C)` plain data with no invalid bit patterns.
+pub(crate) unsafe trait Plain: Copy {}
+
+// SAFETY: integers accept every bit pattern.
+unsafe impl Plain for u8 {}
+// SAFETY: as above.
+unsafe impl Plain for u32 {}
+// SAFETY: as above.
+unsafe impl Plain for u64 {}
+// SAFETY: as above.
+unsafe impl Plain for usize {}
+// SAFETY: all fields are integers.
+unsafe impl Plain for Iocb {}
+// SAFETY: all fields are integers.
+unsafe impl Plain for IoEvent {}
+// SAFETY: all fields are integers.
+unsafe impl Plain for libc::timespec {}
+// SAFETY: a raw pointer and an integer; raw pointers accept every bit pattern.
+unsafe impl Plain for libc::iovec {}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    FromCaller,
+    ToCaller,
+}
+
+/// Copies `len` bytes between our `local` memory and the caller's `remote` address.
+fn copy(local: *mut u8, remote: usize, len: usize, direction: Direction) -> Result<(), Errno> {
+    if len == 0 {
+        return Ok(());
+    }
+    if !access_ok(remote, len) {
+        return Err(libc::EFAULT);
+    }
+    let local = libc::iovec {
+        iov_base: local.cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: getpid has no preconditions. The pid is asked for every time: a cached one
+    // would name the parent after fork.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: `local` describes `len` bytes of our own live memory (checked by the callers'
+    // types); the kernel checks `remote` and fails with EFAULT instead of faulting.
+    let done = unsafe {
+        match direction {
+            Direction::FromCaller => libc::process_vm_readv(pid, &local, 1, &remote, 1, 0),
+            Direction::ToCaller => libc::process_vm_writev(pid, &local, 1, &remote, 1, 0),
+        }
+    };
+    if done == len as isize {
+        Ok(())
+    } else {
+        Err(libc::EFAULT)
+    }
+}
+
+/// Reads one `T` at `addr`.
+pub(crate) fn read<T: Plain>(addr: usize) -> Result<T, Errno> {
+    let mut value = MaybeUninit::<T>::uninit();
+    copy(
+        value.as_mut_ptr().cast(),
+        addr,
+        size_of::<T>(),
+        Direction::FromCaller,
+    )?;
+    // SAFETY: every byte was written by the copy, and `T: Plain` accepts any bytes.
+    Ok(unsafe { value.assume_init() })
+}
+
+/// Reads `count` consecutive `T`s at `addr`.
+pub(crate) fn read_slice<T: Plain>(addr: usize, count: usize) -> Result<Vec<T>, Errno> {
+    let bytes = count.checked_mul(size_of::<T>()).ok_or(libc::EFAULT)?;
+    // SAFETY: `T: Plain` accepts every bit pattern, zeroes included.
+    let mut values = vec![unsafe { std::mem::zeroed::<T>() }; count];
+    copy(
+        values.as_mut_ptr().cast(),
+        addr,
+        bytes,
+        Direction::FromCaller,
+    )?;
+    Ok(values)
+}
+
+/// Writes `values` at `addr`.
+pub(crate) fn write_slice<T: Plain>(addr: usize, values: &[T]) -> Result<(), Errno> {
+    copy(
+        values.as_ptr().cast_mut().cast(),
+        addr,
+        std::mem::size_of_val(values),
+        Direction::ToCaller,
+    )
+}
+
+/// Writes one `T` at `addr`.
+pub(crate) fn write<T: Plain>(addr: usize, value: &T) -> Result<(), Errno> {
+    write_slice(addr, std::slice::from_ref(value))
+}
+
+/// Caller memory known to be writable: results stored there cannot be lost to `EFAULT`.
+pub(crate) struct Writable {
+    addr: usize,
+    len: usize,
+}
+
+/// Checks that `len` bytes at `addr` may be written, without changing them (they are read
+/// and written back).
+pub(crate) fn check_writable(addr: usize, len: usize) -> Result<Writable, Errno> {
+    let current: Vec<u8> = read_slice(addr, len)?;
+    write_slice(addr, &current)?;
+    Ok(Writable { addr, len })
+}
+
+impl Writable {
+    /// Stores `values` at the start of the checked memory with plain stores (tools such as
+    /// valgrind see them as initialising it; a copy through process_vm_writev they do not).
+    pub(crate) fn store<T: Plain>(&self, values: &[T]) {
+        let bytes = std::mem::size_of_val(values);
+        assert!(bytes <= self.len, "store beyond the checked memory");
+        // SAFETY: the range was just checked writable by the kernel, and the caller keeps
+        // an output argument mapped for the duration of its own call.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr().cast::<u8>(), self.addr as *mut u8, bytes)
+        };
+    }
+}
