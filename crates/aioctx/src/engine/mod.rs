@@ -14,6 +14,7 @@ use crate::context::{Core, Inflight};
 use crate::request::RwFlags;
 
 mod blocking;
+pub mod kaio;
 mod poller;
 pub mod threads;
 
@@ -42,17 +43,21 @@ pub(crate) trait Engine: Send + Sync {
 pub enum EngineKind {
     /// The best engine that works here.
     Auto,
+    /// The kernel's Linux AIO system calls, with shared kernel contexts; buffered I/O the
+    /// kernel would do inside `io_submit` falls back to the thread pool.
+    Kaio,
     /// A bounded worker pool shared by all contexts; works anywhere.
     Threads,
 }
 
 impl EngineKind {
     /// Every concrete engine, best first (the order `Auto` tries them in).
-    pub const ALL: [EngineKind; 1] = [EngineKind::Threads];
+    pub const ALL: [EngineKind; 2] = [EngineKind::Kaio, EngineKind::Threads];
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Auto => "auto",
+            EngineKind::Kaio => "kaio",
             EngineKind::Threads => "threads",
         }
     }
@@ -118,6 +123,7 @@ pub fn probe_all() -> Vec<Probe> {
         .into_iter()
         .map(|kind| {
             let result = match kind {
+                EngineKind::Kaio => kaio::probe(),
                 EngineKind::Threads => Ok(()),
                 EngineKind::Auto => unreachable!("ALL holds concrete engines only"),
             };
@@ -133,6 +139,7 @@ pub fn probe_all() -> Vec<Probe> {
 /// Opens the engine for a new context.
 pub(crate) fn open(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engine>> {
     Ok(match kind.resolve() {
+        EngineKind::Kaio => Box::new(kaio::KaioEngine::new(core)?),
         EngineKind::Threads => Box::new(threads::ThreadsEngine::new(core)),
         EngineKind::Auto => unreachable!("resolve returns a concrete engine"),
     })

@@ -128,7 +128,7 @@ impl ThreadsEngine {
         }
     }
 
-    fn enqueue(&self, request: Inflight) {
+    pub(crate) fn enqueue(&self, request: Inflight) {
         let mut state = lock(&self.queue.state);
         state.requests.push_back(request);
         if !state.scheduled {
@@ -138,7 +138,7 @@ impl ThreadsEngine {
     }
 
     /// Takes the queued requests `matches` selects (at most `limit`).
-    fn take_queued(&self, matches: impl Fn(u64) -> bool, limit: usize) -> Vec<Inflight> {
+    pub(crate) fn take_queued(&self, matches: impl Fn(u64) -> bool, limit: usize) -> Vec<Inflight> {
         let mut state = lock(&self.queue.state);
         let mut taken = Vec::new();
         let mut at = 0;
@@ -153,7 +153,7 @@ impl ThreadsEngine {
     }
 }
 
-fn complete_cancelled(requests: Vec<Inflight>) -> usize {
+pub(crate) fn complete_cancelled(requests: Vec<Inflight>) -> usize {
     let count = requests.len();
     for request in requests {
         request.complete(-(libc::ECANCELED as i64));
