@@ -367,3 +367,44 @@ fn ten_thousand_contexts_share_kernel_aio_slots() {
     }
     panic!("aio-nr (before, during, after) each round: {rounds:?}");
 }
+
+#[test]
+fn destroy_races_completions_of_every_route() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 100;
+    let blocks = 1024;
+    let scratch = Scratch::new("race", blocks);
+    std::thread::scope(|s| {
+        for thread in 0..THREADS {
+            let direct = Arc::new(scratch.open(libc::O_DIRECT));
+            let buffered = Arc::new(scratch.open(0));
+            s.spawn(move || {
+                let (socket, _peer) = socket_pair();
+                for round in 0..ROUNDS {
+                    let ctx = kaio(32);
+                    let block = |i: usize| ((thread * ROUNDS + round) * 31 + i * 17) % blocks;
+                    let mut batch: Vec<Request> = (0..8)
+                        .map(|i| {
+                            let at = (block(i) * BLOCK) as u64;
+                            Request::read(direct.clone(), aligned(BLOCK, 0), at)
+                        })
+                        .chain((8..16).map(|i| {
+                            let at = (block(i) * BLOCK) as u64;
+                            Request::read(buffered.clone(), vec![0u8; BLOCK], at)
+                        }))
+                        .chain((0..4).map(|_| Request::poll(socket.clone(), libc::POLLIN as u16)))
+                        .chain((0..2).map(|_| Request::fdsync(buffered.clone())))
+                        .chain((0..2).map(|_| Request::noop()))
+                        .collect();
+                    let count = batch.len();
+                    assert_eq!(ctx.submit(&mut batch).unwrap(), count);
+                    ctx.destroy().unwrap();
+                    let stats = ctx.stats();
+                    assert_eq!(ctx.in_flight(), 0);
+                    assert_eq!(stats.completed, count as u64);
+                    assert!(stats.cancelled >= 4);
+                }
+            });
+        }
+    });
+}
