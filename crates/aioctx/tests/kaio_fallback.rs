@@ -1,6 +1,6 @@
 //! A buffered read of data not in the page cache: kernel AIO would do it inside
-//! `io_submit`; on `kaio` it goes with `RWF_NOWAIT`, comes back `EAGAIN`, and is re-issued
-//! on the thread pool. Its own test binary, because it needs a pool of one worker.
+//! `io_submit`; on `kaio` it is tried with `RWF_NOWAIT`, gets `EAGAIN`, and is re-issued on
+//! the thread pool. Its own test binary, because it needs a pool of one worker.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
