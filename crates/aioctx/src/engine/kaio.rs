@@ -38,6 +38,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -45,7 +46,7 @@ use super::blocking::perform_with;
 use super::threads::{complete_cancelled, ThreadsEngine};
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
-use crate::request::{Opcode, RwFlags};
+use crate::request::{Opcode, Request, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
 
@@ -265,6 +266,15 @@ fn needs_pool(request: &Inflight, res: i64) -> bool {
     r.opcode.is_read() && res >= 0 && (res as usize) < r.buffers.total_len()
 }
 
+/// Whether the request's file is a block device: raw devices opened O_DIRECT are what
+/// databases use kernel AIO for, and the kernel runs them asynchronously.
+fn is_block_device(request: &Request) -> bool {
+    request.file.as_ref().is_some_and(|file| {
+        file.metadata()
+            .is_ok_and(|meta| meta.file_type().is_block_device())
+    })
+}
+
 /// An aioctx context's side of the engine, shared with its requests in flight.
 struct Local {
     /// This context's queue on the shared thread pool: fallbacks and non-regular files.
@@ -403,10 +413,11 @@ impl Engine for KaioEngine {
         match r.opcode {
             Opcode::Noop => request.complete(0),
             Opcode::Poll | Opcode::Fsync | Opcode::Fdsync => self.submit_to_kernel(request),
-            _ if !r.mode.regular => return self.local.pool.start(request),
-            _ if r.mode.direct || r.rw_flags.contains(RwFlags::NOWAIT) => {
+            _ if r.mode.direct && (r.mode.regular || is_block_device(r)) => {
                 self.submit_to_kernel(request)
             }
+            _ if !r.mode.regular => return self.local.pool.start(request),
+            _ if r.rw_flags.contains(RwFlags::NOWAIT) => self.submit_to_kernel(request),
             _ => self.try_nowait(request),
         }
         Ok(())
