@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::blocking::perform_with;
-use super::threads::{complete_cancelled, ThreadsEngine};
+use super::threads::ThreadsEngine;
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, Request, RwFlags};
@@ -220,6 +220,15 @@ impl Op {
         }
     }
 
+    /// Takes the request back from an op the kernel never accepted.
+    fn discard(self: Box<Op>, iocb_addr: u64) -> Inflight {
+        let Op { request, local, .. } = *self;
+        if request.request.opcode == Opcode::Poll {
+            local.forget_poll(iocb_addr);
+        }
+        request
+    }
+
     /// Posts the kernel's result for a reaped (or refused) request.
     fn finish(self: Box<Op>, iocb_addr: u64, res: i64) {
         let Op {
@@ -347,7 +356,7 @@ impl KaioEngine {
 
     fn submit_to_kernel(&self, request: Inflight) {
         let Some(kernel) = reserve_kernel() else {
-            return self.local.fall_back(request);
+            return self.overflow(request);
         };
         let is_poll = request.request.opcode == Opcode::Poll;
         let key = request.request.key();
@@ -387,14 +396,24 @@ impl KaioEngine {
         }
     }
 
-    /// A request `io_submit` refused: to the pool if that can run it, else its error as the
-    /// event (as the threads engine reports, say, fsync on a pipe).
+    /// A request `io_submit` refused: to the pool if the kernel had no room, else its error
+    /// as the event (as the threads engine reports, say, fsync on a pipe).
     fn refused(&self, op: Box<Op>, iocb_addr: u64, error: io::Error) {
         let errno = error.raw_os_error().unwrap_or(libc::EIO);
-        if errno == libc::EAGAIN && op.request.request.opcode != Opcode::Poll {
-            self.local.fall_back(op.request);
+        if errno == libc::EAGAIN {
+            let request = op.discard(iocb_addr);
+            self.overflow(request);
         } else {
             op.finish(iocb_addr, -(errno as i64));
+        }
+    }
+
+    /// A request for which the shared kernel contexts have no room: the threads engine runs
+    /// it (its poller for a poll), counted as a fallback.
+    fn overflow(&self, request: Inflight) {
+        request.count_fallback();
+        if let Err((request, error)) = self.local.pool.start(request) {
+            request.complete(-(error.raw_os_error().unwrap_or(libc::EIO) as i64));
         }
     }
 }
@@ -424,17 +443,17 @@ impl Engine for KaioEngine {
     }
 
     fn cancel(&self, obj: u64) -> io::Result<()> {
-        let cancelled = complete_cancelled(self.local.pool.take_queued(|key| key == obj, 1)) > 0
-            || self.local.cancel_polls(|key| key == obj, 1) > 0;
-        if cancelled {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(libc::EINVAL))
-        }
+        self.local.pool.cancel(obj).or_else(|error| {
+            if self.local.cancel_polls(|key| key == obj, 1) > 0 {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        })
     }
 
     fn cancel_all(&self) {
-        complete_cancelled(self.local.pool.take_queued(|_| true, usize::MAX));
+        self.local.pool.cancel_all();
         self.local.cancel_polls(|_| true, usize::MAX);
     }
 }

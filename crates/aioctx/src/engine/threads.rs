@@ -138,7 +138,7 @@ impl ThreadsEngine {
     }
 
     /// Takes the queued requests `matches` selects (at most `limit`).
-    pub(crate) fn take_queued(&self, matches: impl Fn(u64) -> bool, limit: usize) -> Vec<Inflight> {
+    fn take_queued(&self, matches: impl Fn(u64) -> bool, limit: usize) -> Vec<Inflight> {
         let mut state = lock(&self.queue.state);
         let mut taken = Vec::new();
         let mut at = 0;
@@ -153,7 +153,7 @@ impl ThreadsEngine {
     }
 }
 
-pub(crate) fn complete_cancelled(requests: Vec<Inflight>) -> usize {
+fn complete_cancelled(requests: Vec<Inflight>) -> usize {
     let count = requests.len();
     for request in requests {
         request.complete(-(libc::ECANCELED as i64));
