@@ -118,6 +118,11 @@ impl Inflight {
         Arc::ptr_eq(&self.core, core)
     }
 
+    /// Counts in the context's stats that the engine handed this request to the thread pool.
+    pub(crate) fn count_fallback(&self) {
+        self.core.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Posts the request's event and lets go of it. Called exactly once, by the engine,
     /// after its last access to the request's memory.
     pub(crate) fn complete(self, res: i64) {

@@ -14,6 +14,7 @@ use crate::context::{Core, Inflight};
 use crate::request::RwFlags;
 
 mod blocking;
+pub mod kaio;
 mod poller;
 pub mod sim;
 pub mod threads;
@@ -43,6 +44,9 @@ pub(crate) trait Engine: Send + Sync {
 pub enum EngineKind {
     /// The best engine that works here.
     Auto,
+    /// The kernel's Linux AIO system calls, with shared kernel contexts; buffered I/O the
+    /// kernel would do inside `io_submit` falls back to the thread pool.
+    Kaio,
     /// A bounded worker pool shared by all contexts; works anywhere.
     Threads,
     /// The deterministic, fault-injecting simulator (`AIOCTX_SIM`); never chosen by auto.
@@ -52,11 +56,12 @@ pub enum EngineKind {
 impl EngineKind {
     /// Every concrete engine, best first (the order `Auto` tries them in; it never picks
     /// the simulator).
-    pub const ALL: [EngineKind; 2] = [EngineKind::Threads, EngineKind::Sim];
+    pub const ALL: [EngineKind; 3] = [EngineKind::Kaio, EngineKind::Threads, EngineKind::Sim];
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Auto => "auto",
+            EngineKind::Kaio => "kaio",
             EngineKind::Threads => "threads",
             EngineKind::Sim => "sim",
         }
@@ -128,6 +133,7 @@ pub fn probe_all() -> Vec<Probe> {
         .into_iter()
         .map(|kind| {
             let result = match kind {
+                EngineKind::Kaio => kaio::probe(),
                 EngineKind::Threads | EngineKind::Sim => Ok(()),
                 EngineKind::Auto => unreachable!("ALL holds concrete engines only"),
             };
@@ -143,6 +149,7 @@ pub fn probe_all() -> Vec<Probe> {
 /// Opens the engine for a new context.
 pub(crate) fn open(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engine>> {
     Ok(match kind.resolve() {
+        EngineKind::Kaio => Box::new(kaio::KaioEngine::new(core)?),
         EngineKind::Threads => Box::new(threads::ThreadsEngine::new(core)),
         EngineKind::Sim => Box::new(sim::SimEngine::new(core, sim::SimConfig::from_env()?)?),
         EngineKind::Auto => unreachable!("resolve returns a concrete engine"),

@@ -185,7 +185,7 @@ impl ThreadsEngine {
         }
     }
 
-    fn enqueue(&self, request: Inflight) {
+    pub(crate) fn enqueue(&self, request: Inflight) {
         let mut state = lock(&self.queue.state);
         state.requests.push_back(request);
         let newly_runnable = !state.scheduled;
