@@ -112,6 +112,10 @@ fn kernel_context(at: usize) -> io::Result<&'static KernelContext> {
         return Ok(kernel);
     }
     let id = io_setup(KERNEL_EVENTS)?;
+    if at == 0 {
+        // SAFETY: the handler is a plain function that lives as long as the process.
+        unsafe { libc::pthread_atfork(None, None, Some(mark_forked_child)) };
+    }
     let kernel: &'static KernelContext = Box::leak(Box::new(KernelContext {
         id,
         outstanding: AtomicU32::new(0),
@@ -126,8 +130,21 @@ fn kernel_context(at: usize) -> io::Result<&'static KernelContext> {
     Ok(KERNEL[at].get_or_init(|| kernel))
 }
 
-/// A kernel context with room for one more request, reserved; None if all are full.
+/// Set in a child after `fork()`: kernel AIO contexts are not inherited (the child's
+/// `io_submit` on them fails `EINVAL`) and neither are the reapers, so a forked child runs
+/// everything on the thread pool.
+static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn mark_forked_child() {
+    FORKED_CHILD.store(true, Ordering::Relaxed);
+}
+
+/// A kernel context with room for one more request, reserved; None if all are full (or
+/// this is a forked child).
 fn reserve_kernel() -> Option<&'static KernelContext> {
+    if FORKED_CHILD.load(Ordering::Relaxed) {
+        return None;
+    }
     (0..MAX_KERNEL_CONTEXTS).find_map(|at| kernel_context(at).ok().filter(|k| k.reserve()))
 }
 

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, OnceLock};
 
 use crate::context::{Core, Inflight};
-use crate::sync::{lock, Mutex};
+use crate::sync::{lock, Mutex, MutexGuard};
 use crate::sys::fd;
 
 pub(crate) struct Poller {
@@ -20,9 +20,11 @@ pub(crate) struct Poller {
 struct Waiting {
     next_id: u64,
     polls: Vec<(u64, Inflight)>,
+    /// Whether this process has a poll thread (a forked child starts without one).
+    thread_running: bool,
 }
 
-/// The process's poller, started on first use.
+/// The process's poller; its thread starts with the first poll.
 pub(crate) fn poller() -> io::Result<&'static Poller> {
     static POLLER: OnceLock<io::Result<&'static Poller>> = OnceLock::new();
     POLLER
@@ -31,9 +33,14 @@ pub(crate) fn poller() -> io::Result<&'static Poller> {
                 waiting: Mutex::new(Waiting::default()),
                 wake: fd::eventfd()?,
             }));
-            std::thread::Builder::new()
-                .name("aioctx-poller".into())
-                .spawn(move || poller.run())?;
+            // SAFETY: the handlers are plain functions that live as long as the process.
+            unsafe {
+                libc::pthread_atfork(
+                    Some(poller_before_fork),
+                    Some(poller_after_fork_in_parent),
+                    Some(poller_after_fork_in_child),
+                )
+            };
             Ok(poller)
         })
         .as_ref()
@@ -41,15 +48,68 @@ pub(crate) fn poller() -> io::Result<&'static Poller> {
         .map_err(|e| io::Error::new(e.kind(), e.to_string()))
 }
 
+/// Hands a POLL request to the process's poller.
+pub(crate) fn start_poll(request: Inflight) -> Result<(), (Inflight, io::Error)> {
+    match poller() {
+        Ok(poller) => poller.add(request),
+        Err(e) => Err((request, e)),
+    }
+}
+
+thread_local! {
+    /// The poller's lock, held by the forking thread across `fork()`, so that the child
+    /// never inherits it locked by a thread that does not exist there.
+    static HELD_ACROSS_FORK: std::cell::RefCell<Option<MutexGuard<'static, Waiting>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+extern "C" fn poller_before_fork() {
+    if let Ok(poller) = poller() {
+        let waiting = lock(&poller.waiting);
+        HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(waiting));
+    }
+}
+
+extern "C" fn poller_after_fork_in_parent() {
+    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
+}
+
+/// The child has no poll thread, and the polls belong to the parent's contexts, dead in
+/// the child: they are leaked, never completed. The wake eventfd is shared with the
+/// parent, so the child gets its own under the same number (else its poll thread would
+/// swallow the parent's wake-ups).
+extern "C" fn poller_after_fork_in_child() {
+    HELD_ACROSS_FORK.with(|held| {
+        if let Some(mut waiting) = held.borrow_mut().take() {
+            std::mem::forget(std::mem::take(&mut waiting.polls));
+            waiting.thread_running = false;
+        }
+    });
+    if let Ok(poller) = poller() {
+        let _ = fd::replace_with_new_eventfd(poller.wake.as_fd());
+    }
+}
+
 impl Poller {
-    /// Waits for the request's file to become ready for its events.
-    pub(crate) fn add(&self, request: Inflight) {
+    /// Waits for the request's file to become ready for its events; fails only if the poll
+    /// thread cannot be started.
+    pub(crate) fn add(&'static self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         let mut waiting = lock(&self.waiting);
+        if !waiting.thread_running {
+            if let Err(e) = std::thread::Builder::new()
+                .name("aioctx-poller".into())
+                .spawn(move || self.run())
+            {
+                return Err((request, e));
+            }
+            waiting.thread_running = true;
+        }
         let id = waiting.next_id;
         waiting.next_id += 1;
         waiting.polls.push((id, request));
         drop(waiting);
         fd::eventfd_signal(self.wake.as_fd(), 1);
+        Ok(())
     }
 
     /// Completes with `-ECANCELED` the polls of `core` that `matches` selects (at most

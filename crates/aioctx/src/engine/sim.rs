@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::blocking::perform_up_to;
-use super::poller::poller;
+use super::poller::{poller, start_poll};
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
@@ -349,13 +349,7 @@ impl Engine for SimEngine {
 
     fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         if request.request.opcode == Opcode::Poll {
-            return match poller() {
-                Ok(poller) => {
-                    poller.add(request);
-                    Ok(())
-                }
-                Err(e) => Err((request, e)),
-            };
+            return start_poll(request);
         }
         let mut state = lock(&self.shared.state);
         let outcome = state.outcome(request.request.opcode, request.request.buffers.total_len());

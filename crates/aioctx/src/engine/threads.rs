@@ -13,7 +13,7 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 
 use super::blocking::{perform, perform_with};
-use super::poller::poller;
+use super::poller::{poller, start_poll};
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
@@ -249,11 +249,7 @@ impl Engine for ThreadsEngine {
 
     fn start(&self, mut request: Inflight) -> Result<(), (Inflight, io::Error)> {
         if request.request.opcode == Opcode::Poll {
-            match poller() {
-                Ok(poller) => poller.add(request),
-                Err(e) => return Err((request, e)),
-            }
-            return Ok(());
+            return start_poll(request);
         }
         if try_inline(&request) {
             let res = perform_with(&mut request.request, RwFlags::NOWAIT);

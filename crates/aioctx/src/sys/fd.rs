@@ -21,6 +21,16 @@ pub fn eventfd() -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd as RawFd) })
 }
 
+/// Makes `fd` refer to a fresh eventfd (same number, close-on-exec): for a forked child
+/// whose inherited eventfd is shared with its parent.
+pub fn replace_with_new_eventfd(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fresh = eventfd()?;
+    // SAFETY: dup3 onto a descriptor we own replaces the file it refers to; `fresh` is
+    // closed when it drops.
+    check(unsafe { libc::dup3(fresh.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) }.into())?;
+    Ok(())
+}
+
 /// Adds `n` to an eventfd's counter (an overflowing counter is left as it is: it is
 /// already readable).
 pub fn eventfd_signal(fd: BorrowedFd<'_>, n: u64) {
