@@ -10,7 +10,7 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::sync::{fence, AtomicUsize};
+use crate::sync::model::{fence, AtomicUsize};
 
 pub(crate) struct Doorbell {
     /// Threads between `register` and the end of their sleep. Waiters write it; completions

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::sync::{lock, wait, AtomicUsize, Condvar, Mutex};
+use crate::sync::model::{lock, wait, AtomicUsize, Condvar, Mutex};
 
 /// Set once by the first destroyer; never cleared.
 const DYING: usize = 1 << (usize::BITS - 1);

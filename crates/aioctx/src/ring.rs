@@ -11,7 +11,10 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use crate::buf::Buf;
-use crate::sync::{lock, AtomicU32, Mutex};
+use std::sync::atomic::AtomicU32;
+use std::sync::Mutex;
+
+use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent};
 use crate::sys::mem::{HeaderWord, RingMem};
 

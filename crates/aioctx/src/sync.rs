@@ -1,15 +1,7 @@
-//! The synchronisation primitives of the lifecycle, swapped for loom's under `--cfg loom`
+//! Lock helpers, and the primitives of the lifecycle swapped for loom's under `--cfg loom`
 //! so that the model checker explores every interleaving of the real code.
 
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicUsize};
-#[cfg(loom)]
-pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
-
-#[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicUsize};
-#[cfg(not(loom))]
-pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves its data
 /// consistent before anything that could panic, so a poisoned lock holds valid data.
@@ -24,4 +16,30 @@ pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexG
     condvar
         .wait(guard)
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What `lifecycle.rs` and `doorbell.rs` are built from: std's primitives, or loom's when
+/// model checking.
+pub(crate) mod model {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::atomic::{fence, AtomicUsize};
+    #[cfg(loom)]
+    pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::atomic::{fence, AtomicUsize};
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+
+    pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        condvar
+            .wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }

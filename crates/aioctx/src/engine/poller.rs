@@ -7,7 +7,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, OnceLock};
 
 use crate::context::{Core, Inflight};
-use crate::sync::{lock, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::sync::lock;
 use crate::sys::fd;
 
 pub(crate) struct Poller {

@@ -25,7 +25,9 @@ use super::poller::{poller, start_poll};
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
-use crate::sync::{lock, Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::sync::lock;
 
 /// What the simulator injects, and its seed. Parsed from `AIOCTX_SIM`, e.g.
 /// `seed=7,eio=0.01,enospc=0.01,short=0.05,delay=10us..2ms`.
@@ -291,9 +293,9 @@ impl Shared {
 
 fn wait_timeout<'a, T>(
     condvar: &Condvar,
-    guard: crate::sync::MutexGuard<'a, T>,
+    guard: MutexGuard<'a, T>,
     timeout: Duration,
-) -> crate::sync::MutexGuard<'a, T> {
+) -> MutexGuard<'a, T> {
     match condvar.wait_timeout(guard, timeout) {
         Ok((guard, _)) => guard,
         Err(poisoned) => poisoned.into_inner().0,

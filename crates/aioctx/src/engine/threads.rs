@@ -17,7 +17,9 @@ use super::poller::{poller, start_poll};
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
-use crate::sync::{lock, wait, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::sync::{lock, wait};
 
 /// Workers when `AIOCTX_WORKERS` does not say: enough to keep a disk busy at queue depth 32.
 const DEFAULT_WORKERS: usize = 32;
