@@ -39,6 +39,15 @@ pub(crate) trait Engine: Send + Sync {
     fn cancel_all(&self);
 }
 
+/// Completes requests taken off an engine's queue with `-ECANCELED`; returns how many.
+pub(crate) fn complete_cancelled(requests: Vec<Inflight>) -> usize {
+    let count = requests.len();
+    for request in requests {
+        request.complete(-(libc::ECANCELED as i64));
+    }
+    count
+}
+
 /// The engines, by name (`AIOCTX_ENGINE`, `--engine`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EngineKind {

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, OnceLock};
 
+use super::complete_cancelled;
 use crate::context::{Core, Inflight};
 use std::sync::{Mutex, MutexGuard};
 
@@ -136,10 +137,7 @@ impl Poller {
             }
             taken
         };
-        let count = cancelled.len();
-        for request in cancelled {
-            request.complete(-(libc::ECANCELED as i64));
-        }
+        let count = complete_cancelled(cancelled);
         if count > 0 {
             fd::eventfd_signal(self.wake.as_fd(), 1);
         }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::blocking::perform_up_to;
 use super::poller::{poller, start_poll};
-use super::{Engine, EngineKind};
+use super::{complete_cancelled, Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -330,14 +330,6 @@ fn execute(pending: Pending) -> Option<Inflight> {
     }
     request.complete(res);
     None
-}
-
-fn complete_cancelled(requests: Vec<Inflight>) -> usize {
-    let count = requests.len();
-    for request in requests {
-        request.complete(-(libc::ECANCELED as i64));
-    }
-    count
 }
 
 impl Engine for SimEngine {

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::blocking::{perform, perform_with};
 use super::poller::{poller, start_poll};
-use super::{Engine, EngineKind};
+use super::{complete_cancelled, Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -209,14 +209,6 @@ impl ThreadsEngine {
         }
         taken
     }
-}
-
-fn complete_cancelled(requests: Vec<Inflight>) -> usize {
-    let count = requests.len();
-    for request in requests {
-        request.complete(-(libc::ECANCELED as i64));
-    }
-    count
 }
 
 /// Whether a request may be tried on the submitting thread: a buffered read, where
