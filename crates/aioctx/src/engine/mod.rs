@@ -16,6 +16,7 @@ use crate::request::RwFlags;
 mod blocking;
 mod poller;
 pub mod threads;
+mod uring;
 
 /// What an engine does with a context's requests.
 pub(crate) trait Engine: Send + Sync {
@@ -42,17 +43,20 @@ pub(crate) trait Engine: Send + Sync {
 pub enum EngineKind {
     /// The best engine that works here.
     Auto,
+    /// One io_uring per context, with a reaper thread posting its completions.
+    Uring,
     /// A bounded worker pool shared by all contexts; works anywhere.
     Threads,
 }
 
 impl EngineKind {
     /// Every concrete engine, best first (the order `Auto` tries them in).
-    pub const ALL: [EngineKind; 1] = [EngineKind::Threads];
+    pub const ALL: [EngineKind; 2] = [EngineKind::Uring, EngineKind::Threads];
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Auto => "auto",
+            EngineKind::Uring => "uring",
             EngineKind::Threads => "threads",
         }
     }
@@ -118,6 +122,7 @@ pub fn probe_all() -> Vec<Probe> {
         .into_iter()
         .map(|kind| {
             let result = match kind {
+                EngineKind::Uring => uring::probe(),
                 EngineKind::Threads => Ok(()),
                 EngineKind::Auto => unreachable!("ALL holds concrete engines only"),
             };
@@ -133,6 +138,7 @@ pub fn probe_all() -> Vec<Probe> {
 /// Opens the engine for a new context.
 pub(crate) fn open(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engine>> {
     Ok(match kind.resolve() {
+        EngineKind::Uring => Box::new(uring::UringEngine::new(core)?),
         EngineKind::Threads => Box::new(threads::ThreadsEngine::new(core)),
         EngineKind::Auto => unreachable!("resolve returns a concrete engine"),
     })
