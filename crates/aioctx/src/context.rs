@@ -411,7 +411,13 @@ impl Context {
                 break;
             }
             let ready = || ring.unreaped() > 0 || !self.core.lifecycle.is_live();
-            match self.core.doorbell.wait(ready, remaining, sigmask) {
+            let woken = self
+                .core
+                .doorbell
+                .wait(ready, remaining, sigmask, self.engine.ready_fd());
+            // Completions the engine holds are taken on this thread: no hop through another.
+            self.engine.reap_ready();
+            match woken {
                 Ok(Woken::Rung) => {}
                 Ok(Woken::TimedOut) => {
                     taken += ring.take(max - taken, sink);

@@ -7,6 +7,7 @@
 //! eventfd so the protocol itself can be model-checked.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -45,20 +46,22 @@ impl Doorbell {
         }
     }
 
-    /// Sleeps until rung or `timeout` passes, unless `ready()` already holds once this
-    /// thread is registered. `sigmask` is installed for the sleep (see module docs).
+    /// Sleeps until rung, `also` is readable, or `timeout` passes, unless `ready()` already
+    /// holds once this thread is registered. `sigmask` is installed for the sleep (see
+    /// module docs).
     pub(crate) fn wait(
         &self,
         ready: impl Fn() -> bool,
         timeout: Option<Duration>,
         sigmask: Option<u64>,
+        also: Option<BorrowedFd<'_>>,
     ) -> io::Result<Woken> {
         self.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let woken = if ready() {
             Ok(Woken::Rung)
         } else {
-            self.bell.sleep(timeout, sigmask)
+            self.bell.sleep(timeout, sigmask, also)
         };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         woken
@@ -79,10 +82,15 @@ impl Bell {
         crate::sys::fd::eventfd_signal(self.0.as_fd(), 1);
     }
 
-    fn sleep(&self, timeout: Option<Duration>, sigmask: Option<u64>) -> io::Result<Woken> {
+    fn sleep(
+        &self,
+        timeout: Option<Duration>,
+        sigmask: Option<u64>,
+        also: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Woken> {
         use crate::sys::fd::{eventfd_drain, wait_readable, Wait};
         use std::os::fd::AsFd;
-        let waited = wait_readable(self.0.as_fd(), timeout, sigmask)?;
+        let waited = wait_readable(self.0.as_fd(), also, timeout, sigmask)?;
         // Draining may swallow a ring meant for another sleeper; reapers that leave events
         // behind ring again (see Context::reap), so no event is left without a wake-up.
         eventfd_drain(self.0.as_fd());
@@ -113,7 +121,12 @@ impl Bell {
         self.cv.notify_all();
     }
 
-    fn sleep(&self, _timeout: Option<Duration>, _sigmask: Option<u64>) -> io::Result<Woken> {
+    fn sleep(
+        &self,
+        _timeout: Option<Duration>,
+        _sigmask: Option<u64>,
+        _also: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Woken> {
         let mut rung = self.rung.lock().unwrap();
         while !*rung {
             rung = self.cv.wait(rung).unwrap();

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -36,6 +37,16 @@ pub(crate) trait Engine: Send + Sync {
     /// Cancels every request of this context that may never finish on its own (destroy's
     /// second step). Requests it cannot cancel are left to complete.
     fn cancel_all(&self);
+
+    /// A descriptor that becomes readable when completions are ready for `reap_ready`, so
+    /// that a thread waiting in get_events takes them itself instead of waiting for the
+    /// engine's own thread to post them (a wake-up on another CPU saved).
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Completes, on the calling thread, the requests whose completions are ready.
+    fn reap_ready(&self) {}
 }
 
 /// The engines, by name (`AIOCTX_ENGINE`, `--engine`).

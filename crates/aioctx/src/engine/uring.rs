@@ -4,9 +4,12 @@
 //! request (its buffers, its iovecs, its open file) lives exactly until its CQE is taken.
 //! The submitting thread enters the kernel itself and takes the CQEs that are already there
 //! when it returns: a NOOP or a page-cache read completes on the caller's thread without
-//! a hop to another CPU. Whatever completes later (disk, pipes, io-wq punts) is taken by the
-//! context's reaper thread, which sleeps in `io_uring_enter` only while SQEs are out, and
-//! posts the events to the context's ring as they happen, with nobody calling get_events.
+//! a hop to another CPU. Whatever completes later (disk, pipes, io-wq punts) is taken by
+//! whichever comes first: a thread waiting in get_events, which also polls the ring's fd
+//! and takes the CQEs itself (one wake-up instead of two: about 5x the rate of 1-byte pipe
+//! reads at queue depth 1 on a 2-vCPU VM), or the context's reaper thread, which sleeps in
+//! `io_uring_enter` while SQEs are out and posts events as they happen, with nobody
+//! calling get_events (eventfd users, programs reading the ring directly).
 //!
 //! Submit never blocks on I/O: io_uring first tries a request without blocking and, where
 //! that fails, waits for the page or the pipe asynchronously (or hands it to its own
@@ -22,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 
@@ -214,6 +217,11 @@ impl Ring {
                 None,
             )
         };
+        self.take_all(batch);
+    }
+
+    /// Takes every CQE there is and completes its request, on the calling thread.
+    fn take_all(&self, batch: &mut Batch) {
         loop {
             self.drain(&lock(&self.completion), batch);
             if batch.len == 0 {
@@ -446,6 +454,15 @@ impl Engine for UringEngine {
         sub.closed = true;
         let targets: Vec<u64> = sub.in_kernel.keys().copied().collect();
         self.cancel_each(sub, &targets);
+    }
+
+    /// The ring's fd polls readable while CQEs wait in its completion queue.
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.ring.uring.as_fd())
+    }
+
+    fn reap_ready(&self) {
+        self.ring.take_all(&mut Batch::new());
     }
 }
 
