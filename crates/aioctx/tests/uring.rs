@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use aioctx::engine::probe_all;
-use aioctx::{Context, EngineKind, Request, State};
+use aioctx::{Context, EngineKind, Request, RwFlags, State};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 const ECANCELED: i64 = -(libc::ECANCELED as i64);
@@ -132,6 +132,31 @@ fn cancel_racing_completion_yields_exactly_one_event() {
 }
 
 #[test]
+fn pipe_read_survives_exit_of_its_submitting_thread() {
+    let scratch = Scratch::new("thread-exit");
+    let fifo = scratch.fifo("p");
+    let ctx = Arc::new(uring(8));
+    let submitter = {
+        let (ctx, fifo) = (Arc::clone(&ctx), Arc::clone(&fifo));
+        std::thread::spawn(move || {
+            ctx.submit_one(Request::read(fifo, vec![0u8; 3], 0).data(5))
+                .expect("submit");
+        })
+    };
+    submitter.join().expect("submitter");
+
+    (&*fifo).write_all(b"abc").expect("write fifo");
+    let mut events = ctx.get_events(1, 1, WAIT).expect("get_events");
+    assert_eq!(events[0].data, 5);
+    assert_eq!(events[0].res, 3, "the read was cancelled with its thread");
+    let buf = events
+        .pop()
+        .and_then(|e| e.into_buf())
+        .expect("buffer back");
+    assert_eq!(&buf[..], b"abc");
+}
+
+#[test]
 fn destroy_cancels_and_reaps_128_blocked_pipe_reads() {
     let scratch = Scratch::new("destroy-pipes");
     let fifos: Vec<Arc<File>> = (0..8).map(|i| scratch.fifo(&format!("p{i}"))).collect();
@@ -213,6 +238,33 @@ fn cold_buffered_read_does_not_block_submit() {
         buf[..] == pattern[..],
         "data read differs from data written"
     );
+}
+
+#[test]
+fn nowait_read_of_cold_file_fails_with_eagain() {
+    let scratch = Scratch::new("nowait");
+    let path = scratch.path("cold");
+    let file = File::create(&path).expect("create");
+    (&file).write_all(&vec![1u8; 1 << 20]).expect("write");
+    file.sync_all().expect("fsync");
+    drop_page_cache(&path);
+
+    let file = Arc::new(File::open(&path).expect("open"));
+    let ctx = uring(8);
+    let read = Request::read(file, vec![0u8; 1 << 20], 0).rw_flags(RwFlags::NOWAIT);
+    ctx.submit_one(read).expect("submit");
+    let events = ctx.get_events(1, 1, WAIT).expect("get_events");
+    assert_eq!(events[0].res, -(libc::EAGAIN as i64));
+}
+
+#[test]
+fn hipri_read_is_accepted_and_reads() {
+    let ctx = uring(8);
+    let file = Arc::new(File::open("/proc/self/exe").expect("open self"));
+    let read = Request::read(file, vec![0u8; 4], 0).rw_flags(RwFlags::HIPRI);
+    ctx.submit_one(read).expect("submit");
+    let events = ctx.get_events(1, 1, WAIT).expect("get_events");
+    assert_eq!(events[0].res, 4);
 }
 
 /// Drops `path`'s pages from the page cache: `dd iflag=nocache count=0` is

@@ -20,8 +20,10 @@
 //! lock of that table, so the address a cancel names cannot have been freed and reused by
 //! another request in between.
 //!
-//! io_uring ties a request to the thread that submitted it: should that thread exit first,
-//! a request still waiting for a pipe or socket completes with `-ECANCELED`.
+//! io_uring ties a request to the thread that submitted it: when that thread exits, the
+//! kernel cancels its requests still waiting for a pipe or socket or queued for io-wq
+//! (`-ECANCELED`, though nobody asked). Such a request is submitted again by the thread
+//! that takes its CQE, so it completes as it would have under kernel AIO.
 
 use std::collections::HashMap;
 use std::io;
@@ -36,8 +38,13 @@ use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use crate::sync::{lock, wait};
 
-/// The `user_data` of async-cancel SQEs: never the address of a request.
-const CANCEL_TAG: u64 = 0;
+/// The `user_data` of async-cancel SQEs (never the address of a request), and the mark of
+/// taken CQEs that complete no request.
+const NO_REQUEST: u64 = 0;
+
+/// How often a request the kernel cancelled on its own is submitted again before its
+/// `-ECANCELED` is delivered (a bound against resubmitting for ever).
+const MAX_RESUBMITS: u8 = 64;
 
 /// CQEs taken off the completion queue per lock hold.
 const BATCH: usize = 32;
@@ -65,11 +72,28 @@ struct Op {
     iovecs: Vec<libc::iovec>,
 }
 
+/// A request the kernel holds, as `in_kernel` knows it.
+struct Registered {
+    /// The request's identity (`obj`), for cancel.
+    key: u64,
+    /// Whether a cancel was issued for it: `-ECANCELED` is then its answer.
+    cancel_issued: bool,
+    /// How often it was submitted again after the kernel cancelled it on its own.
+    resubmitted: u8,
+}
+
+impl Registered {
+    /// Whether `res` is a cancel nobody asked for, from the exit of the submitting thread.
+    fn orphaned(&self, res: i32) -> bool {
+        res == -libc::ECANCELED && !self.cancel_issued && self.resubmitted < MAX_RESUBMITS
+    }
+}
+
 /// What the submission lock protects.
 struct Submission {
-    /// Requests whose SQE was pushed and whose CQE was not yet taken: `user_data` to the
-    /// request's identity (`obj`), for cancel. Written by submitters and takers of CQEs.
-    in_kernel: HashMap<u64, u64>,
+    /// Requests whose SQE was pushed and whose CQE was not yet taken, by `user_data`.
+    /// Written by submitters and takers of CQEs.
+    in_kernel: HashMap<u64, Registered>,
     /// Set by `cancel_all`: the context is dying and starts nothing more.
     closed: bool,
 }
@@ -194,7 +218,7 @@ impl Ring {
 
     /// Drains ready CQEs if no other thread is doing it, unregistering their requests
     /// under the submission lock the caller holds.
-    fn take_ready(&self, sub: &mut Submission, batch: &mut Batch) {
+    fn take_ready(&self, sub: &mut MutexGuard<'_, Submission>, batch: &mut Batch) {
         batch.len = 0;
         let cq = match self.completion.try_lock() {
             Ok(guard) => guard,
@@ -203,7 +227,36 @@ impl Ring {
         };
         self.drain(&cq, batch);
         drop(cq);
-        unregister(sub, batch);
+        self.unregister(sub, batch);
+    }
+
+    /// Forgets taken requests in `in_kernel`, after which their memory may be freed. A
+    /// request the kernel cancelled on its own is submitted again instead (from this
+    /// thread, under the held submission lock) and its CQE is dropped from the batch.
+    fn unregister(&self, sub: &mut MutexGuard<'_, Submission>, batch: &mut Batch) {
+        for taken in &mut batch.entries[..batch.len] {
+            let (user_data, res) = *taken;
+            let Some(registered) = sub.in_kernel.remove(&user_data) else {
+                continue;
+            };
+            if sub.closed || !registered.orphaned(res) {
+                continue;
+            }
+            // SAFETY: the request's CQE was taken, so the kernel has let go of it, and it
+            // is not freed before `finish`; this thread is the only one holding it.
+            let op = unsafe { &mut *(user_data as *mut Op) };
+            let entry = prepare(op).user_data(user_data);
+            sub.in_kernel.insert(
+                user_data,
+                Registered {
+                    resubmitted: registered.resubmitted + 1,
+                    ..registered
+                },
+            );
+            // SAFETY: as in `start`: the SQE points into the leaked box, freed after its CQE.
+            unsafe { self.submit(sub, std::slice::from_ref(&entry)) };
+            taken.0 = NO_REQUEST;
+        }
     }
 
     /// Waits in the kernel for CQEs, takes them all, and completes their requests.
@@ -227,7 +280,7 @@ impl Ring {
             if batch.len == 0 {
                 return;
             }
-            unregister(&mut lock(&self.submission), batch);
+            self.unregister(&mut lock(&self.submission), batch);
             finish(batch);
         }
     }
@@ -270,19 +323,10 @@ impl Ring {
     }
 }
 
-/// Forgets taken requests in `in_kernel`; after this their memory may be freed.
-fn unregister(sub: &mut Submission, batch: &Batch) {
-    for &(user_data, _) in batch.taken() {
-        if user_data != CANCEL_TAG {
-            sub.in_kernel.remove(&user_data);
-        }
-    }
-}
-
 /// Completes the requests of taken, unregistered CQEs.
 fn finish(batch: &Batch) {
     for &(user_data, res) in batch.taken() {
-        if user_data != CANCEL_TAG {
+        if user_data != NO_REQUEST {
             // SAFETY: a request's user_data is the address `start` leaked with
             // Box::into_raw; its CQE is taken once, so the box is rebuilt once.
             let op = unsafe { Box::from_raw(user_data as *mut Op) };
@@ -390,7 +434,7 @@ impl UringEngine {
             .map(|&user_data| {
                 opcode::AsyncCancel::new(user_data)
                     .build()
-                    .user_data(CANCEL_TAG)
+                    .user_data(NO_REQUEST)
             })
             .collect();
         // SAFETY: a cancel SQE points at no memory; it names requests by user_data, and
@@ -422,7 +466,14 @@ impl Engine for UringEngine {
             return Err((inflight, io::Error::from_raw_os_error(libc::EINVAL)));
         }
         let user_data = Box::into_raw(op) as u64;
-        sub.in_kernel.insert(user_data, key);
+        sub.in_kernel.insert(
+            user_data,
+            Registered {
+                key,
+                cancel_issued: false,
+                resubmitted: 0,
+            },
+        );
         // SAFETY: the SQE points into the leaked box, which `finish` frees only after
         // the CQE was taken.
         unsafe {
@@ -434,14 +485,14 @@ impl Engine for UringEngine {
     }
 
     fn cancel(&self, obj: u64) -> io::Result<()> {
-        let sub = lock(&self.ring.submission);
+        let mut sub = lock(&self.ring.submission);
         let target = sub
             .in_kernel
-            .iter()
-            .find(|&(_, &key)| key == obj)
-            .map(|(&user_data, _)| user_data);
+            .iter_mut()
+            .find(|(_, registered)| registered.key == obj);
         match target {
-            Some(user_data) => {
+            Some((&user_data, registered)) => {
+                registered.cancel_issued = true;
                 self.cancel_each(sub, &[user_data]);
                 Ok(())
             }
@@ -452,7 +503,14 @@ impl Engine for UringEngine {
     fn cancel_all(&self) {
         let mut sub = lock(&self.ring.submission);
         sub.closed = true;
-        let targets: Vec<u64> = sub.in_kernel.keys().copied().collect();
+        let targets: Vec<u64> = sub
+            .in_kernel
+            .iter_mut()
+            .map(|(&user_data, registered)| {
+                registered.cancel_issued = true;
+                user_data
+            })
+            .collect();
         self.cancel_each(sub, &targets);
     }
 
