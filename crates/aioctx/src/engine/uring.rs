@@ -528,6 +528,11 @@ impl Drop for UringEngine {
     /// Runs after destroy waited for every request; the reaper takes the CQEs of the
     /// cancels still out and then lets go of the ring.
     fn drop(&mut self) {
+        // The reaper may be waiting in the kernel for a CQE another thread took already;
+        // a NOP's CQE gets it out.
+        let nop = opcode::Nop::new().build().user_data(NO_REQUEST);
+        // SAFETY: a NOP points at no memory.
+        unsafe { self.ring.submit(&mut lock(&self.ring.submission), &[nop]) };
         *lock(&self.ring.shutdown) = true;
         self.ring.unpark.notify_one();
     }
