@@ -11,6 +11,10 @@
 //! `io_uring_enter` while SQEs are out and posts events as they happen, with nobody
 //! calling get_events (eventfd users, programs reading the ring directly).
 //!
+//! A buffered read is first tried as one `preadv2(RWF_NOWAIT)` on the caller's thread, as
+//! the thread pool does: a page-cache hit then costs one plain syscall, which measured
+//! 0.5-0.6M reads/s at queue depth 1 against 0.36-0.46M as an SQE.
+//!
 //! Submit never blocks on I/O: io_uring first tries a request without blocking and, where
 //! that fails, waits for the page or the pipe asynchronously (or hands it to its own
 //! io-wq workers), so a cold buffered read or an empty pipe returns from submit at once.
@@ -33,6 +37,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use super::blocking::perform_with;
+use super::threads::{inline_result_is_final, try_inline};
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
@@ -453,7 +459,15 @@ impl Engine for UringEngine {
         RwFlags::ALL.contains(flags)
     }
 
-    fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
+    fn start(&self, mut request: Inflight) -> Result<(), (Inflight, io::Error)> {
+        // A cached buffered read costs less as one preadv2(RWF_NOWAIT) than as an SQE.
+        if try_inline(&request) {
+            let res = perform_with(&mut request.request, RwFlags::NOWAIT);
+            if inline_result_is_final(&request, res) {
+                request.complete(res);
+                return Ok(());
+            }
+        }
         let key = request.request.key();
         let mut op = Box::new(Op {
             inflight: request,
