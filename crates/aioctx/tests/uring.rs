@@ -186,6 +186,55 @@ fn destroy_cancels_and_reaps_128_blocked_pipe_reads() {
 }
 
 #[test]
+fn concurrent_destroyers_and_waiters_return_after_pipe_reads_are_reaped() {
+    let scratch = Scratch::new("destroyers");
+    let fifo = scratch.fifo("p");
+    let ctx = Arc::new(uring(32));
+    for i in 0..32u64 {
+        ctx.submit_one(Request::read(Arc::clone(&fifo), vec![0u8; 8], 0).data(i))
+            .expect("submit");
+    }
+    let waiter = {
+        let ctx = Arc::clone(&ctx);
+        std::thread::spawn(move || {
+            let woken = ctx.get_events(1, 32, None);
+            (
+                woken.map(|e| e.len()).map_err(|e| e.raw_os_error()),
+                ctx.in_flight(),
+            )
+        })
+    };
+    let destroyers: Vec<_> = (0..3)
+        .map(|_| {
+            let ctx = Arc::clone(&ctx);
+            std::thread::spawn(move || {
+                let result = ctx.destroy().map_err(|e| e.raw_os_error());
+                (result, ctx.in_flight(), ctx.stats().completed)
+            })
+        })
+        .collect();
+    let results: Vec<_> = destroyers
+        .into_iter()
+        .map(|d| d.join().expect("destroyer"))
+        .collect();
+    for (_, in_flight, completed) in &results {
+        assert_eq!((*in_flight, *completed), (0, 32), "{results:?}");
+    }
+    let firsts = results.iter().filter(|(r, _, _)| r.is_ok()).count();
+    assert_eq!(firsts, 1, "{results:?}");
+    for (result, _, _) in &results {
+        assert!(result.is_ok() || *result == Err(Some(libc::EINVAL)));
+    }
+    // The waiter leaves with the cancelled events it took before it saw the context
+    // dying, or EINVAL if it took none.
+    let (woken, _) = waiter.join().expect("waiter");
+    assert!(
+        matches!(woken, Ok(n) if n > 0) || woken == Err(Some(libc::EINVAL)),
+        "{woken:?}"
+    );
+}
+
+#[test]
 fn destroy_waits_for_reads_racing_their_completion() {
     let scratch = Scratch::new("destroy-race");
     let path = scratch.path("data");
