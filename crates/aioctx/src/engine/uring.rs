@@ -3,8 +3,8 @@
 //! A request becomes one SQE whose `user_data` is the address of the boxed request, so the
 //! request (its buffers, its iovecs, its open file) lives exactly until its CQE is taken.
 //! The submitting thread enters the kernel itself and takes the CQEs that are already there
-//! when it returns: a NOOP or a page-cache read completes on the caller's thread without
-//! a hop to another CPU. Whatever completes later (disk, pipes, io-wq punts) is taken by
+//! when it returns: a NOOP, or anything io_uring finishes during submit, completes on the
+//! caller's thread without a hop to another CPU. Whatever completes later (disk, pipes, io-wq punts) is taken by
 //! whichever comes first: a thread waiting in get_events, which also polls the ring's fd
 //! and takes the CQEs itself (one wake-up instead of two: about 5x the rate of 1-byte pipe
 //! reads at queue depth 1 on a 2-vCPU VM), or the context's reaper thread, which sleeps in
