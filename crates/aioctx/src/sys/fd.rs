@@ -43,9 +43,10 @@ pub enum Wait {
     TimedOut,
 }
 
-/// Waits until `fd` (or `also`) is readable or `timeout` passes (None: no limit). With `sigmask`, the
-/// kernel installs that signal mask for the duration of the wait atomically (ppoll), so a
-/// signal it unblocks interrupts the wait with `EINTR` even if it was already pending.
+/// Waits until `fd` (or `also`) is readable or `timeout` passes (None: no limit). With
+/// `sigmask`, the kernel installs that signal mask for the duration of the wait atomically
+/// (ppoll), so a signal it unblocks interrupts the wait with `EINTR` even if it was already
+/// pending.
 pub fn wait_readable(
     fd: BorrowedFd<'_>,
     also: Option<BorrowedFd<'_>>,
