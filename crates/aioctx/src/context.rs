@@ -106,6 +106,13 @@ pub(crate) struct Core {
     pub(crate) counters: Counters,
 }
 
+impl Core {
+    /// How many requests may be in flight at once, for engines sizing their queues.
+    pub(crate) fn capacity(&self) -> u32 {
+        self.ring.capacity()
+    }
+}
+
 /// A request an engine owns between start and completion.
 pub(crate) struct Inflight {
     pub(crate) request: Request,
@@ -440,7 +447,13 @@ impl Context {
                 break;
             }
             let ready = || ring.unreaped() > 0 || !self.core.lifecycle.is_live();
-            match self.core.doorbell.wait(ready, remaining, sigmask) {
+            let woken = self
+                .core
+                .doorbell
+                .wait(ready, remaining, sigmask, self.engine.ready_fd());
+            // Completions the engine holds are taken on this thread: no hop through another.
+            self.engine.reap_ready();
+            match woken {
                 Ok(Woken::Rung) => {}
                 Ok(Woken::TimedOut) => {
                     taken += ring.take(max - taken, sink);

@@ -7,6 +7,7 @@
 //! eventfd so the protocol itself can be model-checked.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -45,13 +46,15 @@ impl Doorbell {
         }
     }
 
-    /// Sleeps until rung or `timeout` passes, unless `ready()` already holds once this
-    /// thread is registered. `sigmask` is installed for the sleep (see module docs).
+    /// Sleeps until rung, `also` is readable, or `timeout` passes, unless `ready()` already
+    /// holds once this thread is registered. `sigmask` is installed for the sleep (see
+    /// module docs).
     pub(crate) fn wait(
         &self,
         ready: impl Fn() -> bool,
         timeout: Option<Duration>,
         sigmask: Option<u64>,
+        also: Option<BorrowedFd<'_>>,
     ) -> io::Result<Woken> {
         self.bell.prepare()?;
         self.waiters.fetch_add(1, Ordering::Relaxed);
@@ -59,7 +62,7 @@ impl Doorbell {
         let woken = if ready() {
             Ok(Woken::Rung)
         } else {
-            self.bell.sleep(timeout, sigmask)
+            self.bell.sleep(timeout, sigmask, also)
         };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         woken
@@ -94,11 +97,16 @@ impl Bell {
         }
     }
 
-    fn sleep(&self, timeout: Option<Duration>, sigmask: Option<u64>) -> io::Result<Woken> {
+    fn sleep(
+        &self,
+        timeout: Option<Duration>,
+        sigmask: Option<u64>,
+        also: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Woken> {
         use crate::sys::fd::{eventfd_drain, wait_readable, Wait};
         use std::os::fd::AsFd;
         let eventfd = self.0.get().expect("prepare made the eventfd").as_fd();
-        let waited = wait_readable(eventfd, timeout, sigmask)?;
+        let waited = wait_readable(eventfd, also, timeout, sigmask)?;
         // Draining may swallow a ring meant for another sleeper; reapers that leave events
         // behind ring again (see Context::reap), so no event is left without a wake-up.
         eventfd_drain(eventfd);
@@ -133,7 +141,12 @@ impl Bell {
         self.cv.notify_all();
     }
 
-    fn sleep(&self, _timeout: Option<Duration>, _sigmask: Option<u64>) -> io::Result<Woken> {
+    fn sleep(
+        &self,
+        _timeout: Option<Duration>,
+        _sigmask: Option<u64>,
+        _also: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Woken> {
         let mut rung = self.rung.lock().unwrap();
         while !*rung {
             rung = self.cv.wait(rung).unwrap();

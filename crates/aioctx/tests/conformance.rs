@@ -706,6 +706,7 @@ macro_rules! engines {
 }
 
 engines! {
+    uring => EngineKind::Uring,
     kaio => EngineKind::Kaio,
     threads => EngineKind::Threads,
     sim => EngineKind::Sim,

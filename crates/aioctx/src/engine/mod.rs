@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ pub mod kaio;
 mod poller;
 pub mod sim;
 pub mod threads;
+mod uring;
 
 /// What an engine does with a context's requests.
 pub(crate) trait Engine: Send + Sync {
@@ -37,6 +39,16 @@ pub(crate) trait Engine: Send + Sync {
     /// Cancels every request of this context that may never finish on its own (destroy's
     /// second step). Requests it cannot cancel are left to complete.
     fn cancel_all(&self);
+
+    /// A descriptor that becomes readable when completions are ready for `reap_ready`, so
+    /// that a thread waiting in get_events takes them itself instead of waiting for the
+    /// engine's own thread to post them (a wake-up on another CPU saved).
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Completes, on the calling thread, the requests whose completions are ready.
+    fn reap_ready(&self) {}
 }
 
 /// Completes requests taken off an engine's queue with `-ECANCELED`; returns how many.
@@ -53,6 +65,8 @@ pub(crate) fn complete_cancelled(requests: Vec<Inflight>) -> usize {
 pub enum EngineKind {
     /// The best engine that works here.
     Auto,
+    /// One io_uring per context, with a reaper thread posting its completions.
+    Uring,
     /// The kernel's Linux AIO system calls, with shared kernel contexts; buffered I/O the
     /// kernel would do inside `io_submit` falls back to the thread pool.
     Kaio,
@@ -65,11 +79,17 @@ pub enum EngineKind {
 impl EngineKind {
     /// Every concrete engine, best first (the order `Auto` tries them in; it never picks
     /// the simulator).
-    pub const ALL: [EngineKind; 3] = [EngineKind::Kaio, EngineKind::Threads, EngineKind::Sim];
+    pub const ALL: [EngineKind; 4] = [
+        EngineKind::Uring,
+        EngineKind::Kaio,
+        EngineKind::Threads,
+        EngineKind::Sim,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Auto => "auto",
+            EngineKind::Uring => "uring",
             EngineKind::Kaio => "kaio",
             EngineKind::Threads => "threads",
             EngineKind::Sim => "sim",
@@ -142,6 +162,7 @@ pub fn probe_all() -> Vec<Probe> {
         .into_iter()
         .map(|kind| {
             let result = match kind {
+                EngineKind::Uring => uring::probe(),
                 EngineKind::Kaio => kaio::probe(),
                 EngineKind::Threads | EngineKind::Sim => Ok(()),
                 EngineKind::Auto => unreachable!("ALL holds concrete engines only"),
@@ -155,12 +176,33 @@ pub fn probe_all() -> Vec<Probe> {
         .collect()
 }
 
-/// Opens the engine for a new context.
+/// Opens the engine for a new context. For `Auto`, an engine that probed well but cannot be
+/// opened for this context (out of descriptors, locked memory) gives way to the next one.
 pub(crate) fn open(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engine>> {
-    Ok(match kind.resolve() {
+    if kind != EngineKind::Auto {
+        return open_concrete(kind, core);
+    }
+    let mut first_error = None;
+    for probe in probe_all() {
+        if !probe.available || probe.kind == EngineKind::Sim {
+            continue;
+        }
+        match open_concrete(probe.kind, core) {
+            Ok(engine) => return Ok(engine),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOSYS)))
+}
+
+fn open_concrete(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engine>> {
+    Ok(match kind {
+        EngineKind::Uring => Box::new(uring::UringEngine::new(core)?),
         EngineKind::Kaio => Box::new(kaio::KaioEngine::new(core)?),
         EngineKind::Threads => Box::new(threads::ThreadsEngine::new(core)),
         EngineKind::Sim => Box::new(sim::SimEngine::new(core, sim::SimConfig::from_env()?)?),
-        EngineKind::Auto => unreachable!("resolve returns a concrete engine"),
+        EngineKind::Auto => unreachable!("open handles Auto"),
     })
 }

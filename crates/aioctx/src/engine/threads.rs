@@ -214,7 +214,7 @@ impl ThreadsEngine {
 /// Whether a request may be tried on the submitting thread: a buffered read, where
 /// `RWF_NOWAIT` returns at once if the data is not there. (Direct I/O under `RWF_NOWAIT`
 /// still waits for the device, and writes may wait for locks or allocation.)
-fn try_inline(request: &Inflight) -> bool {
+pub(super) fn try_inline(request: &Inflight) -> bool {
     let r = &request.request;
     r.opcode.is_read() && r.rw_flags.is_empty() && !r.mode.direct
 }
@@ -223,7 +223,7 @@ fn try_inline(request: &Inflight) -> bool {
 /// read may mean "partly cached", so only a full one is taken (the pool redoes the rest
 /// from the start, harmless for a read); a pipe's or socket's data is consumed by any
 /// successful read, so every result but `EAGAIN` stands.
-fn inline_result_is_final(request: &Inflight, res: i64) -> bool {
+pub(super) fn inline_result_is_final(request: &Inflight, res: i64) -> bool {
     let r = &request.request;
     if r.mode.regular {
         res == r.buffers.total_len() as i64

@@ -53,19 +53,22 @@ pub enum Wait {
     TimedOut,
 }
 
-/// Waits until `fd` is readable or `timeout` passes (None: no limit). With `sigmask`, the
-/// kernel installs that signal mask for the duration of the wait atomically (ppoll), so a
-/// signal it unblocks interrupts the wait with `EINTR` even if it was already pending.
+/// Waits until `fd` (or `also`) is readable or `timeout` passes (None: no limit). With
+/// `sigmask`, the kernel installs that signal mask for the duration of the wait atomically
+/// (ppoll), so a signal it unblocks interrupts the wait with `EINTR` even if it was already
+/// pending.
 pub fn wait_readable(
     fd: BorrowedFd<'_>,
+    also: Option<BorrowedFd<'_>>,
     timeout: Option<Duration>,
     sigmask: Option<u64>,
 ) -> io::Result<Wait> {
-    let mut pfd = libc::pollfd {
+    let mut pfds = [fd, also.unwrap_or(fd)].map(|fd| libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
-    };
+    });
+    let nfds = if also.is_some() { 2 } else { 1 };
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -83,8 +86,8 @@ pub fn wait_readable(
     let ret = unsafe {
         libc::syscall(
             libc::SYS_ppoll,
-            &mut pfd as *mut libc::pollfd,
-            1 as libc::nfds_t,
+            pfds.as_mut_ptr(),
+            nfds as libc::nfds_t,
             ts_ptr,
             mask_ptr,
             std::mem::size_of::<u64>(),

@@ -1,0 +1,409 @@
+//! The io_uring engine: cancel of reads that wait, destroy of a context whose requests
+//! never finish on their own, submits that do not wait for the disk, and the choice of
+//! engine when io_uring is denied.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use aioctx::engine::probe_all;
+use aioctx::{Context, EngineKind, Request, RwFlags, State};
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+const ECANCELED: i64 = -(libc::ECANCELED as i64);
+
+/// A directory of this test's own under /tmp, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("aioctx-uring-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// A FIFO opened for reading and writing: reads wait until something is written.
+    fn fifo(&self, name: &str) -> Arc<File> {
+        let path = self.path(name);
+        let status = Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo {}", path.display());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open fifo");
+        Arc::new(file)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn uring(nr_events: u32) -> Context {
+    let ctx = Context::with_engine(nr_events, EngineKind::Uring).expect("io_uring context");
+    assert_eq!(ctx.engine(), EngineKind::Uring);
+    ctx
+}
+
+#[test]
+fn cancel_of_empty_pipe_read_delivers_ecanceled() {
+    let scratch = Scratch::new("cancel-pipe");
+    let fifo = scratch.fifo("p");
+    let ctx = uring(8);
+    ctx.submit_one(Request::read(fifo, vec![0u8; 16], 0).data(7))
+        .expect("submit");
+    assert_eq!(ctx.in_flight(), 1);
+
+    ctx.cancel(7)
+        .expect("cancel of an in-flight read is in progress");
+
+    let events = ctx.get_events(1, 8, WAIT).expect("get_events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].data, 7);
+    assert_eq!(events[0].res, ECANCELED);
+    assert_eq!(ctx.stats().cancelled, 1);
+    assert_eq!(ctx.in_flight(), 0);
+}
+
+#[test]
+fn cancel_of_unknown_request_is_einval() {
+    let ctx = uring(8);
+    let err = ctx.cancel(99).expect_err("nothing in flight");
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+}
+
+#[test]
+fn cancel_racing_completion_yields_exactly_one_event() {
+    let scratch = Scratch::new("cancel-race");
+    let fifo = scratch.fifo("p");
+    let ctx = uring(8);
+    let rounds = 300u64;
+    for round in 0..rounds {
+        ctx.submit_one(Request::read(Arc::clone(&fifo), vec![0u8; 1], 0).data(round))
+            .expect("submit");
+        let start = Arc::new(Barrier::new(2));
+        let writer = {
+            let (fifo, start) = (Arc::clone(&fifo), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                (&*fifo).write_all(b"x").expect("write fifo");
+            })
+        };
+        start.wait();
+        let cancelled = ctx.cancel(round);
+        writer.join().expect("writer");
+        if let Err(e) = cancelled {
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "round {round}");
+        }
+
+        let events = ctx.get_events(1, 8, WAIT).expect("get_events");
+        assert_eq!(events.len(), 1, "round {round}");
+        assert_eq!(events[0].data, round);
+        assert!(
+            events[0].res == 1 || events[0].res == ECANCELED,
+            "round {round}: res {}",
+            events[0].res
+        );
+        if events[0].res == ECANCELED {
+            // The byte the cancelled read did not take is still in the FIFO.
+            (&*fifo).read_exact(&mut [0u8; 1]).expect("drain fifo");
+        }
+    }
+    let late = ctx
+        .get_events(0, 8, Some(Duration::from_millis(50)))
+        .expect("get_events");
+    assert!(late.is_empty(), "a second event arrived: {late:?}");
+    let stats = ctx.stats();
+    assert_eq!(stats.submitted, rounds);
+    assert_eq!(stats.completed, rounds);
+}
+
+#[test]
+fn pipe_read_survives_exit_of_its_submitting_thread() {
+    let scratch = Scratch::new("thread-exit");
+    let fifo = scratch.fifo("p");
+    let ctx = Arc::new(uring(8));
+    let submitter = {
+        let (ctx, fifo) = (Arc::clone(&ctx), Arc::clone(&fifo));
+        std::thread::spawn(move || {
+            ctx.submit_one(Request::read(fifo, vec![0u8; 3], 0).data(5))
+                .expect("submit");
+        })
+    };
+    submitter.join().expect("submitter");
+
+    (&*fifo).write_all(b"abc").expect("write fifo");
+    let mut events = ctx.get_events(1, 1, WAIT).expect("get_events");
+    assert_eq!(events[0].data, 5);
+    assert_eq!(events[0].res, 3, "the read was cancelled with its thread");
+    let buf = events
+        .pop()
+        .and_then(|e| e.into_buf())
+        .expect("buffer back");
+    assert_eq!(&buf[..], b"abc");
+}
+
+#[test]
+fn destroy_cancels_and_reaps_128_blocked_pipe_reads() {
+    let scratch = Scratch::new("destroy-pipes");
+    let fifos: Vec<Arc<File>> = (0..8).map(|i| scratch.fifo(&format!("p{i}"))).collect();
+    let ctx = uring(128);
+    for i in 0..128u64 {
+        let fifo = Arc::clone(&fifos[i as usize % fifos.len()]);
+        ctx.submit_one(Request::read(fifo, vec![0u8; 64], 0).data(i))
+            .expect("submit");
+    }
+    assert_eq!(ctx.in_flight(), 128);
+
+    ctx.destroy().expect("first destroy");
+
+    // Every request's CQE was taken (and its buffer handed back) before destroy returned.
+    assert_eq!(ctx.state(), State::Dead);
+    assert_eq!(ctx.in_flight(), 0);
+    let stats = ctx.stats();
+    assert_eq!(stats.completed, 128);
+    assert_eq!(stats.cancelled, 128);
+    // And no request is left to read: what is written now stays in the FIFOs.
+    for fifo in &fifos {
+        (&**fifo).write_all(&[0xa5; 64]).expect("write fifo");
+        let mut back = [0u8; 64];
+        (&**fifo).read_exact(&mut back).expect("read fifo");
+        assert_eq!(back, [0xa5; 64]);
+    }
+}
+
+#[test]
+fn concurrent_destroyers_and_waiters_return_after_pipe_reads_are_reaped() {
+    let scratch = Scratch::new("destroyers");
+    let fifo = scratch.fifo("p");
+    let ctx = Arc::new(uring(32));
+    for i in 0..32u64 {
+        ctx.submit_one(Request::read(Arc::clone(&fifo), vec![0u8; 8], 0).data(i))
+            .expect("submit");
+    }
+    let waiter = {
+        let ctx = Arc::clone(&ctx);
+        std::thread::spawn(move || {
+            let woken = ctx.get_events(1, 32, None);
+            (
+                woken.map(|e| e.len()).map_err(|e| e.raw_os_error()),
+                ctx.in_flight(),
+            )
+        })
+    };
+    let destroyers: Vec<_> = (0..3)
+        .map(|_| {
+            let ctx = Arc::clone(&ctx);
+            std::thread::spawn(move || {
+                let result = ctx.destroy().map_err(|e| e.raw_os_error());
+                (result, ctx.in_flight(), ctx.stats().completed)
+            })
+        })
+        .collect();
+    let results: Vec<_> = destroyers
+        .into_iter()
+        .map(|d| d.join().expect("destroyer"))
+        .collect();
+    for (_, in_flight, completed) in &results {
+        assert_eq!((*in_flight, *completed), (0, 32), "{results:?}");
+    }
+    let firsts = results.iter().filter(|(r, _, _)| r.is_ok()).count();
+    assert_eq!(firsts, 1, "{results:?}");
+    for (result, _, _) in &results {
+        assert!(result.is_ok() || *result == Err(Some(libc::EINVAL)));
+    }
+    // The waiter leaves with the cancelled events it took before it saw the context
+    // dying, or EINVAL if it took none.
+    let (woken, _) = waiter.join().expect("waiter");
+    assert!(
+        matches!(woken, Ok(n) if n > 0) || woken == Err(Some(libc::EINVAL)),
+        "{woken:?}"
+    );
+}
+
+#[test]
+fn destroy_waits_for_reads_racing_their_completion() {
+    let scratch = Scratch::new("destroy-race");
+    let path = scratch.path("data");
+    std::fs::write(&path, vec![0x5au8; 1 << 20]).expect("write data");
+    let file = Arc::new(File::open(&path).expect("open data"));
+    let fifo = scratch.fifo("p");
+    for round in 0..100u64 {
+        let ctx = uring(64);
+        for i in 0..48u64 {
+            let offset = (i * 4096 + round * 512) % (1 << 20);
+            ctx.submit_one(Request::read(Arc::clone(&file), vec![0u8; 4096], offset))
+                .expect("submit read");
+        }
+        for _ in 0..8 {
+            ctx.submit_one(Request::read(Arc::clone(&fifo), vec![0u8; 8], 0))
+                .expect("submit pipe read");
+        }
+        ctx.destroy().expect("destroy");
+        assert_eq!(ctx.in_flight(), 0, "round {round}");
+        assert_eq!(ctx.stats().completed, 56, "round {round}");
+    }
+}
+
+#[test]
+fn cold_buffered_read_does_not_block_submit() {
+    const LEN: usize = 32 << 20;
+    let scratch = Scratch::new("cold");
+    let path = scratch.path("cold");
+    let pattern: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let file = File::create(&path).expect("create");
+    (&file).write_all(&pattern).expect("write");
+    file.sync_all().expect("fsync");
+    drop_page_cache(&path);
+
+    let file = Arc::new(File::open(&path).expect("open"));
+    let ctx = uring(8);
+    ctx.submit_one(Request::read(file, vec![0u8; LEN], 0).data(1))
+        .expect("submit");
+    // Reading 32 MiB from the device takes milliseconds; submit returned before.
+    assert_eq!(ctx.stats().completed, 0, "submit waited for the disk");
+    assert_eq!(ctx.in_flight(), 1);
+
+    let mut events = ctx.get_events(1, 1, WAIT).expect("get_events");
+    assert_eq!(events[0].res, LEN as i64);
+    let buf = events
+        .pop()
+        .and_then(|e| e.into_buf())
+        .expect("buffer back");
+    assert!(
+        buf[..] == pattern[..],
+        "data read differs from data written"
+    );
+}
+
+#[test]
+fn nowait_read_of_cold_file_fails_with_eagain() {
+    let scratch = Scratch::new("nowait");
+    let path = scratch.path("cold");
+    let file = File::create(&path).expect("create");
+    (&file).write_all(&vec![1u8; 1 << 20]).expect("write");
+    file.sync_all().expect("fsync");
+    drop_page_cache(&path);
+
+    let file = Arc::new(File::open(&path).expect("open"));
+    let ctx = uring(8);
+    let read = Request::read(file, vec![0u8; 1 << 20], 0).rw_flags(RwFlags::NOWAIT);
+    ctx.submit_one(read).expect("submit");
+    let events = ctx.get_events(1, 1, WAIT).expect("get_events");
+    assert_eq!(events[0].res, -(libc::EAGAIN as i64));
+}
+
+#[test]
+fn hipri_read_is_accepted_and_reads() {
+    let ctx = uring(8);
+    let file = Arc::new(File::open("/proc/self/exe").expect("open self"));
+    let read = Request::read(file, vec![0u8; 4], 0).rw_flags(RwFlags::HIPRI);
+    ctx.submit_one(read).expect("submit");
+    let events = ctx.get_events(1, 1, WAIT).expect("get_events");
+    assert_eq!(events[0].res, 4);
+}
+
+/// Drops `path`'s pages from the page cache: `dd iflag=nocache count=0` is
+/// posix_fadvise(POSIX_FADV_DONTNEED) over the whole file.
+fn drop_page_cache(path: &Path) {
+    let status = Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .expect("run dd");
+    assert!(status.success(), "dd iflag=nocache");
+}
+
+/// Set for the child run under the seccomp filter.
+const EXPECT_DENIED: &str = "AIOCTX_TEST_EXPECT_URING_DENIED";
+
+/// Runs in the normal suite and, under a seccomp filter that denies io_uring_setup, as
+/// the child of `auto_falls_back_to_kaio_when_seccomp_denies_io_uring`.
+#[test]
+fn auto_explains_every_engine_it_skips() {
+    let probes = probe_all();
+    assert_eq!(
+        probes.iter().map(|p| p.kind).collect::<Vec<_>>(),
+        EngineKind::ALL
+    );
+    for probe in &probes {
+        println!("probe {}: {:?}", probe.kind, probe.reason);
+        assert_eq!(probe.available, probe.reason.is_none(), "{probe:?}");
+    }
+    let best = probes
+        .iter()
+        .find(|p| p.available)
+        .expect("an engine works");
+    if std::env::var_os(EXPECT_DENIED).is_some() {
+        let uring = &probes[0];
+        assert_eq!(uring.kind, EngineKind::Uring);
+        let reason = uring.reason.as_deref().expect("io_uring is denied");
+        assert!(
+            reason.contains("EPERM") && reason.contains("seccomp"),
+            "{reason}"
+        );
+        // Docker's default profile allows the AIO syscalls: kernel AIO is next in line.
+        assert_eq!(best.kind, EngineKind::Kaio);
+    }
+
+    let ctx = Context::with_engine(8, EngineKind::Auto).expect("auto context");
+    assert_eq!(ctx.engine(), best.kind);
+    println!("auto chose {}", ctx.engine());
+    let file = Arc::new(File::open("/proc/self/exe").expect("open self"));
+    ctx.submit_one(Request::read(file, vec![0u8; 4], 0).data(1))
+        .expect("submit read");
+    ctx.submit_one(Request::noop().data(2))
+        .expect("submit noop");
+    let mut events = ctx.get_events(2, 2, WAIT).expect("get_events");
+    events.sort_by_key(|e| e.data);
+    assert_eq!(events[0].res, 4);
+    assert_eq!(events[1].res, 0);
+    let magic = events.remove(0).into_buf().expect("buffer back");
+    assert_eq!(&magic[..], b"\x7fELF");
+}
+
+#[test]
+fn auto_falls_back_to_kaio_when_seccomp_denies_io_uring() {
+    let scratch = Scratch::new("seccomp");
+    let helper = scratch.path("seccomp_exec");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/seccomp_exec.c");
+    let built = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&helper)
+        .arg(&source)
+        .status()
+        .expect("run cc");
+    assert!(built.success(), "cc {}", source.display());
+
+    let me = std::env::current_exe().expect("test binary");
+    let out = Command::new(&helper)
+        .arg(&me)
+        .args([
+            "--exact",
+            "auto_explains_every_engine_it_skips",
+            "--nocapture",
+        ])
+        .env(EXPECT_DENIED, "1")
+        .env_remove("AIOCTX_ENGINE")
+        .output()
+        .expect("run child under seccomp");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "child ran no test:\n{stdout}");
+    assert!(stdout.contains("seccomp"), "no reason given:\n{stdout}");
+    assert!(stdout.contains("auto chose kaio"), "{stdout}");
+}
