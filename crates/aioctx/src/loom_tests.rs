@@ -124,7 +124,9 @@ fn loom_get_events_waiter_leaves_when_destroy_begins() {
             let (lifecycle, doorbell) = (Arc::clone(&lifecycle), Arc::clone(&doorbell));
             thread::spawn(move || {
                 while lifecycle.is_live() {
-                    doorbell.wait(|| !lifecycle.is_live(), None, None).unwrap();
+                    doorbell
+                        .wait(|| !lifecycle.is_live(), None, None, None)
+                        .unwrap();
                 }
             })
         };
@@ -144,7 +146,7 @@ fn loom_get_events_waiter_wakes_for_a_posted_event() {
             thread::spawn(move || {
                 while events.load(Ordering::Acquire) == 0 {
                     doorbell
-                        .wait(|| events.load(Ordering::Acquire) > 0, None, None)
+                        .wait(|| events.load(Ordering::Acquire) > 0, None, None, None)
                         .unwrap();
                 }
             })
