@@ -262,6 +262,23 @@ impl Request {
         self.obj.unwrap_or(self.data)
     }
 
+    /// The events a POLL watches and reports. The kernel's `aio_poll` completes with the
+    /// key of the wake-up that readied the file, unfiltered: a pipe, socket or eventfd that
+    /// becomes readable wakes with `POLLIN | POLLRDNORM`, writable with
+    /// `POLLOUT | POLLWRNORM` (python-libaio's tests expect exactly that), plus the
+    /// always-reported error and hang-up. Engines watch this mask so they report the same.
+    pub(crate) fn poll_mask(&self) -> u16 {
+        let requested = self.poll_events;
+        let mut events = requested | libc::POLLERR as u16 | libc::POLLHUP as u16;
+        if requested & libc::POLLIN as u16 != 0 {
+            events |= libc::POLLRDNORM as u16;
+        }
+        if requested & libc::POLLOUT as u16 != 0 {
+            events |= libc::POLLWRNORM as u16;
+        }
+        events
+    }
+
     pub fn opcode(&self) -> Opcode {
         self.opcode
     }

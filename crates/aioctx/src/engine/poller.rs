@@ -152,7 +152,7 @@ impl Poller {
                 .polls
                 .iter()
                 .filter_map(|(id, r)| {
-                    let events = reported_events(r.request.poll_events as i16);
+                    let events = r.request.poll_mask() as i16;
                     r.request.file.clone().map(|f| (*id, f, events))
                 })
                 .collect();
@@ -201,19 +201,4 @@ impl Poller {
             request.complete(i64::from(mask as u16));
         }
     }
-}
-
-/// The events a poll watches and reports. The kernel's `aio_poll` completes with the key of
-/// the wake-up that readied the file, unfiltered: a pipe, socket or eventfd that becomes
-/// readable wakes with `POLLIN | POLLRDNORM`, writable with `POLLOUT | POLLWRNORM`
-/// (python-libaio's tests expect exactly that), plus the always-reported error and hang-up.
-fn reported_events(requested: i16) -> i16 {
-    let mut events = requested | libc::POLLERR | libc::POLLHUP;
-    if requested & libc::POLLIN != 0 {
-        events |= libc::POLLRDNORM;
-    }
-    if requested & libc::POLLOUT != 0 {
-        events |= libc::POLLWRNORM;
-    }
-    events
 }

@@ -359,7 +359,7 @@ fn prepare(op: &mut Op) -> squeue::Entry {
         Opcode::Fdsync => opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
             .build(),
-        Opcode::Poll => opcode::PollAdd::new(fd, u32::from(request.poll_events)).build(),
+        Opcode::Poll => opcode::PollAdd::new(fd, u32::from(request.poll_mask())).build(),
         op_code @ (Opcode::Pread | Opcode::Pwrite) if single(&segments).is_some() => {
             let (ptr, len) = single(&segments).expect("checked above");
             if op_code == Opcode::Pread {
