@@ -12,12 +12,21 @@ use std::time::{Duration, Instant};
 
 use aioctx::{AlignedBuf, Buf, Context, EngineKind, Request};
 
+const USAGE: &str = "usage: engine_qd ENGINE noop|read|direct|pipe QD SECONDS [FILE]";
+
+fn usage() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, USAGE)
+}
+
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 4 {
+        return Err(usage());
+    }
     let engine: EngineKind = args[0].parse()?;
     let op = args[1].clone();
-    let depth: usize = args[2].parse().expect("QD");
-    let seconds: f64 = args[3].parse().expect("SECONDS");
+    let depth: usize = args[2].parse().map_err(|_| usage())?;
+    let seconds: f64 = args[3].parse().map_err(|_| usage())?;
     let path = args
         .get(4)
         .cloned()
