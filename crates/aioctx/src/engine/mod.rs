@@ -60,6 +60,25 @@ pub(crate) fn complete_cancelled(requests: Vec<Inflight>) -> usize {
     count
 }
 
+/// Cancel for engines that keep requests in a queue of their own and polls in the
+/// poller: `queued` is what was taken off the queue for `obj` (at most one); failing
+/// that, a poll of `core` with that identity is cancelled.
+pub(crate) fn cancel_queued_or_poll(
+    queued: Vec<Inflight>,
+    core: &Arc<Core>,
+    obj: u64,
+) -> io::Result<()> {
+    let found = match complete_cancelled(queued) {
+        0 => poller::cancel_polls(core, |key| key == obj, 1),
+        n => n,
+    };
+    if found > 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    }
+}
+
 /// The engines, by name (`AIOCTX_ENGINE`, `--engine`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EngineKind {

@@ -51,6 +51,12 @@ pub(crate) fn poller() -> io::Result<&'static Poller> {
         .map_err(|e| io::Error::new(e.kind(), e.to_string()))
 }
 
+/// Completes with `-ECANCELED` the polls of `core` that `matches` selects (at most
+/// `limit`); returns how many.
+pub(crate) fn cancel_polls(core: &Arc<Core>, matches: impl Fn(u64) -> bool, limit: usize) -> usize {
+    poller().map_or(0, |p| p.cancel(core, matches, limit))
+}
+
 /// Hands a POLL request to the process's poller.
 pub(crate) fn start_poll(request: Inflight) -> Result<(), (Inflight, io::Error)> {
     match poller() {

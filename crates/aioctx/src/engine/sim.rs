@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::blocking::perform_up_to;
-use super::poller::{poller, start_poll};
-use super::{complete_cancelled, Engine, EngineKind};
+use super::poller::{cancel_polls, start_poll};
+use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -354,23 +354,15 @@ impl Engine for SimEngine {
     }
 
     fn cancel(&self, obj: u64) -> io::Result<()> {
-        let mut found = complete_cancelled(self.take_pending(|key| key == obj, 1));
-        if found == 0 {
-            found = poller().map_or(0, |p| p.cancel(&self.core, |key| key == obj, 1));
-        }
-        if found > 0 {
-            self.shared.changed.notify_one();
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(libc::EINVAL))
-        }
+        let cancelled =
+            cancel_queued_or_poll(self.take_pending(|key| key == obj, 1), &self.core, obj);
+        self.shared.changed.notify_one();
+        cancelled
     }
 
     fn cancel_all(&self) {
         complete_cancelled(self.take_pending(|_| true, usize::MAX));
-        if let Ok(poller) = poller() {
-            poller.cancel(&self.core, |_| true, usize::MAX);
-        }
+        cancel_polls(&self.core, |_| true, usize::MAX);
         self.shared.changed.notify_one();
     }
 }

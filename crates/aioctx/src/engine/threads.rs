@@ -13,8 +13,8 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 
 use super::blocking::{perform, perform_with};
-use super::poller::{poller, start_poll};
-use super::{complete_cancelled, Engine, EngineKind};
+use super::poller::{cancel_polls, start_poll};
+use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -257,21 +257,11 @@ impl Engine for ThreadsEngine {
     }
 
     fn cancel(&self, obj: u64) -> io::Result<()> {
-        let mut found = complete_cancelled(self.take_queued(|key| key == obj, 1));
-        if found == 0 {
-            found = poller().map_or(0, |p| p.cancel(&self.core, |key| key == obj, 1));
-        }
-        if found > 0 {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(libc::EINVAL))
-        }
+        cancel_queued_or_poll(self.take_queued(|key| key == obj, 1), &self.core, obj)
     }
 
     fn cancel_all(&self) {
         complete_cancelled(self.take_queued(|_| true, usize::MAX));
-        if let Ok(poller) = poller() {
-            poller.cancel(&self.core, |_| true, usize::MAX);
-        }
+        cancel_polls(&self.core, |_| true, usize::MAX);
     }
 }
