@@ -271,22 +271,33 @@ impl Context {
     pub fn submit(&self, requests: &mut Vec<Request>) -> io::Result<usize> {
         let limit = requests.len().min(self.capacity() as usize);
         let mut batch = std::mem::take(requests).into_iter();
-        let mut accepted = 0;
         let mut failure = None;
-        while accepted < limit {
-            let Some(request) = batch.next() else { break };
-            if let Err(SubmitError { error, request }) = self.submit_one(request) {
-                requests.push(request);
-                failure = Some(error);
-                break;
+        let accepted = self.batch(|| {
+            let mut accepted = 0;
+            while accepted < limit {
+                let Some(request) = batch.next() else { break };
+                if let Err(SubmitError { error, request }) = self.submit_one(request) {
+                    requests.push(request);
+                    failure = Some(error);
+                    break;
+                }
+                accepted += 1;
             }
-            accepted += 1;
-        }
+            accepted
+        });
         requests.extend(batch);
         match failure {
             Some(error) if accepted == 0 => Err(error),
             _ => Ok(accepted),
         }
+    }
+
+    /// Runs `submit_all` (submits to this context) as one batch: engines that can hand the
+    /// kernel many requests in one call (io_uring) hold them until the batch ends, so it
+    /// costs one system call and one device doorbell. `submit` batches by itself; the C ABI
+    /// wraps its `io_submit` loop in this.
+    pub fn batch<R>(&self, submit_all: impl FnOnce() -> R) -> R {
+        engine::with_plug(&*self.engine, submit_all)
     }
 
     /// Submits one request; on failure it comes back with the error.

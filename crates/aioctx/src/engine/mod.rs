@@ -49,6 +49,36 @@ pub(crate) trait Engine: Send + Sync {
 
     /// Completes, on the calling thread, the requests whose completions are ready.
     fn reap_ready(&self) {}
+
+    /// Hands the kernel what `start` held back while this thread was plugged (see
+    /// [`plugged`]). Called once the batch is complete.
+    fn flush(&self) {}
+}
+
+thread_local! {
+    /// Whether this thread is submitting a batch (the kernel's per-task `blk_plug`): engines
+    /// that can pass many requests to the kernel in one call hold them until `flush`, so a
+    /// batch costs one system call and, for a device, one doorbell.
+    static PLUGGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is inside a batch submit.
+pub(crate) fn plugged() -> bool {
+    PLUGGED.with(|p| p.get())
+}
+
+/// Runs `submit_all` plugged, then flushes `engine` (also if `submit_all` panics).
+pub(crate) fn with_plug<R>(engine: &dyn Engine, submit_all: impl FnOnce() -> R) -> R {
+    struct Unplug<'a>(&'a dyn Engine, bool);
+    impl Drop for Unplug<'_> {
+        fn drop(&mut self) {
+            PLUGGED.with(|p| p.set(self.1));
+            self.0.flush();
+        }
+    }
+    let outer = PLUGGED.with(|p| p.replace(true));
+    let _unplug = Unplug(engine, outer);
+    submit_all()
 }
 
 /// Completes requests taken off an engine's queue with `-ECANCELED`; returns how many.

@@ -39,7 +39,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::blocking::perform_with;
 use super::threads::{inline_result_is_final, try_inline};
-use super::{Engine, EngineKind};
+use super::{plugged, Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use crate::sync::{lock, wait};
@@ -170,21 +170,30 @@ impl Ring {
     ///
     /// # Safety
     /// Every entry's memory (buffers, iovecs) must stay valid until its CQE is taken.
-    unsafe fn submit(&self, _sub: &mut MutexGuard<'_, Submission>, entries: &[squeue::Entry]) {
+    unsafe fn submit(&self, sub: &mut MutexGuard<'_, Submission>, entries: &[squeue::Entry]) {
         for entry in entries {
-            loop {
-                // SAFETY: the submission lock (`_sub`) makes this the only producer.
-                let mut sq = unsafe { self.uring.submission_shared() };
-                // SAFETY: the caller keeps the entry's memory valid until its CQE.
-                if unsafe { sq.push(entry) }.is_ok() {
-                    self.pending.fetch_add(1, Ordering::SeqCst);
-                    break;
-                }
-                drop(sq);
-                self.enter_submit();
-            }
+            // SAFETY: the caller's promise, passed on.
+            unsafe { self.push(sub, entry) };
         }
         self.enter_submit();
+    }
+
+    /// Queues one SQE without entering the kernel, unless the queue is full.
+    ///
+    /// # Safety
+    /// As for `submit`.
+    unsafe fn push(&self, _sub: &mut MutexGuard<'_, Submission>, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: the submission lock (`_sub`) makes this the only producer.
+            let mut sq = unsafe { self.uring.submission_shared() };
+            // SAFETY: the caller keeps the entry's memory valid until its CQE.
+            if unsafe { sq.push(entry) }.is_ok() {
+                self.pending.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            drop(sq);
+            self.enter_submit();
+        }
     }
 
     /// Hands the queued SQEs to the kernel. An SQE the kernel did not take stays queued
@@ -488,14 +497,23 @@ impl Engine for UringEngine {
                 resubmitted: 0,
             },
         );
+        let entry = entry.user_data(user_data);
+        if plugged() {
+            // SAFETY: as below; the SQE waits in the queue for the batch's flush.
+            unsafe { self.ring.push(&mut sub, &entry) };
+            return Ok(());
+        }
         // SAFETY: the SQE points into the leaked box, which `finish` frees only after
         // the CQE was taken.
-        unsafe {
-            self.ring
-                .submit(&mut sub, std::slice::from_ref(&entry.user_data(user_data)))
-        };
+        unsafe { self.ring.submit(&mut sub, std::slice::from_ref(&entry)) };
         self.after_submit(sub);
         Ok(())
+    }
+
+    fn flush(&self) {
+        let sub = lock(&self.ring.submission);
+        self.ring.enter_submit();
+        self.after_submit(sub);
     }
 
     fn cancel(&self, obj: u64) -> io::Result<()> {
