@@ -7,6 +7,8 @@
 //! bad address as an error (they are allowed by Docker's default seccomp profile).
 
 use std::mem::{size_of, MaybeUninit};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
 
 use aioctx::sys::abi::{IoEvent, Iocb};
 
@@ -68,9 +70,7 @@ fn copy(local: *mut u8, remote: usize, len: usize, direction: Direction) -> Resu
         iov_base: remote as *mut libc::c_void,
         iov_len: len,
     };
-    // SAFETY: getpid has no preconditions. The pid is asked for every time: a cached one
-    // would name the parent after fork.
-    let pid = unsafe { libc::getpid() };
+    let pid = own_pid();
     // SAFETY: `local` describes `len` bytes of our own live memory (checked by the callers'
     // types); the kernel checks `remote` and fails with EFAULT instead of faulting.
     let done = unsafe {
@@ -153,5 +153,28 @@ impl Writable {
         unsafe {
             std::ptr::copy_nonoverlapping(values.as_ptr().cast::<u8>(), self.addr as *mut u8, bytes)
         };
+    }
+}
+
+/// This process's pid, asked of the kernel once and again after each fork (a pid kept
+/// across fork would name the parent).
+fn own_pid() -> libc::pid_t {
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static FORGET_ON_FORK: Once = Once::new();
+    extern "C" fn forget_pid() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    FORGET_ON_FORK.call_once(|| {
+        // SAFETY: the handler is a plain function that lives as long as the process.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+    });
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() };
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
     }
 }
