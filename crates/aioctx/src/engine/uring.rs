@@ -432,6 +432,15 @@ impl UringEngine {
         Ok(UringEngine { ring })
     }
 
+    /// Hands the queued SQEs to the kernel, then takes what already completed. The enter
+    /// runs outside the submission lock (it can take a device doorbell's worth of time),
+    /// so the reaper and other submitters are not held up by it; SQEs pushed under the lock
+    /// keep their order in the queue, which is all a cancel relies on.
+    fn enter_and_take(&self) {
+        self.ring.enter_submit();
+        self.after_submit(lock(&self.ring.submission));
+    }
+
     /// Takes the CQEs already there and completes them on this thread, then makes sure
     /// the reaper watches whatever is still out.
     fn after_submit(&self, mut sub: MutexGuard<'_, Submission>) {
@@ -452,10 +461,15 @@ impl UringEngine {
                     .user_data(NO_REQUEST)
             })
             .collect();
-        // SAFETY: a cancel SQE points at no memory; it names requests by user_data, and
-        // the held submission lock keeps them registered (so not freed) while it is issued.
-        unsafe { self.ring.submit(&mut sub, &entries) };
-        self.after_submit(sub);
+        for entry in &entries {
+            // SAFETY: a cancel SQE points at no memory; it names requests by user_data, and
+            // the held submission lock keeps them registered (so not freed) while it is
+            // queued; a request that completes later frees its address only after this SQE,
+            // and an SQE that reuses the address is queued behind it.
+            unsafe { self.ring.push(&mut sub, entry) };
+        }
+        drop(sub);
+        self.enter_and_take();
     }
 }
 
@@ -497,23 +511,18 @@ impl Engine for UringEngine {
                 resubmitted: 0,
             },
         );
-        let entry = entry.user_data(user_data);
-        if plugged() {
-            // SAFETY: as below; the SQE waits in the queue for the batch's flush.
-            unsafe { self.ring.push(&mut sub, &entry) };
-            return Ok(());
-        }
         // SAFETY: the SQE points into the leaked box, which `finish` frees only after
         // the CQE was taken.
-        unsafe { self.ring.submit(&mut sub, std::slice::from_ref(&entry)) };
-        self.after_submit(sub);
+        unsafe { self.ring.push(&mut sub, &entry.user_data(user_data)) };
+        drop(sub);
+        if !plugged() {
+            self.enter_and_take();
+        }
         Ok(())
     }
 
     fn flush(&self) {
-        let sub = lock(&self.ring.submission);
-        self.ring.enter_submit();
-        self.after_submit(sub);
+        self.enter_and_take();
     }
 
     fn cancel(&self, obj: u64) -> io::Result<()> {
