@@ -242,8 +242,14 @@ impl Engine for ThreadsEngine {
     }
 
     fn start(&self, mut request: Inflight) -> Result<(), (Inflight, io::Error)> {
-        if request.request.opcode == Opcode::Poll {
-            return start_poll(request);
+        match request.request.opcode {
+            Opcode::Poll => return start_poll(request),
+            // Nothing to run: a hop to a worker would only measure the hop.
+            Opcode::Noop => {
+                request.complete(0);
+                return Ok(());
+            }
+            _ => {}
         }
         if try_inline(&request) {
             let res = perform_with(&mut request.request, RwFlags::NOWAIT);
