@@ -1,7 +1,7 @@
 //! The engines that run requests, behind one trait, and the choice among them.
 //!
 //! An engine is opened per context; it receives requests that already passed the
-//! context's checks, owns each until it calls [`Inflight::complete`], and cancels what it
+//! context's checks, owns each until it calls `Inflight::complete`, and cancels what it
 //! can. Everything about the lifecycle (slots, counting, waking, destroy) stays in
 //! `context.rs`, shared by all engines.
 
