@@ -155,7 +155,10 @@ fn run_client(label: &str, engine: &str, mut command: Command) {
 fn preloaded(program: &str) -> Command {
     dropin();
     let mut command = Command::new("timeout");
-    command.args(["--kill-after=5", "300", program]);
+    // Clients may leave files in their working directory (fio's verify state): not here.
+    command
+        .args(["--kill-after=5", "300", program])
+        .current_dir(std::env::temp_dir());
     command
 }
 
@@ -315,6 +318,7 @@ fn fio_randwrite_verifies_on_every_engine() {
                 "--verify=crc32c",
                 "--do_verify=1",
                 "--verify_fatal=1",
+                "--verify_state_save=0",
                 "--error_dump=1",
             ]);
         run_client("fio-randwrite", engine, fio);
