@@ -407,3 +407,37 @@ fn auto_falls_back_to_kaio_when_seccomp_denies_io_uring() {
     assert!(stdout.contains("seccomp"), "no reason given:\n{stdout}");
     assert!(stdout.contains("auto chose kaio"), "{stdout}");
 }
+
+/// Waits until the ring's tail moves past `tail` (the event was posted), for at most `limit`.
+fn posted_within(ctx: &Context, tail: u32, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if ctx.ring_header().tail != tail {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    false
+}
+
+/// A program that reaped through get_events and then stops calling (it reads the ring, or
+/// waits elsewhere) still sees its completions posted, without any call into the library.
+#[test]
+fn completions_are_posted_after_the_program_stops_calling_get_events() {
+    let scratch = Scratch::new("stops-reaping");
+    let fifo = scratch.fifo("p");
+    let ctx = uring(8);
+    ctx.submit_one(Request::noop().data(1))
+        .expect("submit noop");
+    assert_eq!(ctx.get_events(1, 1, WAIT).expect("get_events").len(), 1);
+
+    ctx.submit_one(Request::read(Arc::clone(&fifo), vec![0u8; 1], 0).data(2))
+        .expect("submit read");
+    let tail = ctx.ring_header().tail;
+    (&*fifo).write_all(b"x").expect("write fifo");
+    assert!(
+        posted_within(&ctx, tail, Duration::from_secs(5)),
+        "the read's event reached the ring with nobody in get_events"
+    );
+    assert_eq!(ctx.stats().completed, 2);
+}

@@ -32,8 +32,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
@@ -54,6 +55,14 @@ const MAX_RESUBMITS: u8 = 64;
 
 /// CQEs taken off the completion queue per lock hold.
 const BATCH: usize = 32;
+
+/// How long after a thread last came to get_events the reaper trusts the program to come
+/// back for its completions (see `Ring::program_reaps`).
+const PROGRAM_REAPS_FOR: Duration = Duration::from_millis(2);
+
+/// How often the reaper looks at the completion queue while the program reaps itself: the
+/// longest a completion waits if the program stops calling.
+const REAPER_TICK: Duration = Duration::from_millis(1);
 
 /// The most SQEs a ring is set up with; requests in flight beyond it wait in the kernel,
 /// not in the submission queue, which only holds what one enter submits.
@@ -140,6 +149,13 @@ struct Ring {
     /// Set when the engine is dropped: the reaper leaves once nothing is pending.
     shutdown: Mutex<bool>,
     unpark: Condvar,
+    /// Until when (nanoseconds on `clock`) a program that called get_events is trusted to
+    /// come back for its completions. Written by get_events, read by the reaper.
+    program_reaps_until: AtomicU64,
+    /// Requests out whose completion signals an eventfd: somebody waits on that eventfd,
+    /// not in get_events, so their completions are posted at once.
+    eventfd_requests: AtomicUsize,
+    clock: Instant,
 }
 
 impl Ring {
@@ -163,6 +179,9 @@ impl Ring {
             parked: AtomicBool::new(false),
             shutdown: Mutex::new(false),
             unpark: Condvar::new(),
+            program_reaps_until: AtomicU64::new(0),
+            eventfd_requests: AtomicUsize::new(0),
+            clock: Instant::now(),
         })
     }
 
@@ -296,7 +315,7 @@ impl Ring {
                 return;
             }
             self.unregister(&mut lock(&self.submission), batch);
-            finish(batch);
+            finish(self, batch);
         }
     }
 
@@ -333,13 +352,43 @@ impl Ring {
     fn run_reaper(self: Arc<Ring>) {
         let mut batch = Batch::new();
         while self.park() {
-            self.reap(&mut batch);
+            if self.program_reaps() {
+                self.nap();
+                self.take_all(&mut batch);
+            } else {
+                self.reap(&mut batch);
+            }
+        }
+    }
+
+    /// Whether the program takes its completions itself: a thread came to get_events a
+    /// moment ago (where it takes the CQEs there are, and sleeps on the ring's fd), and no
+    /// request out signals an eventfd. Then the reaper does not wake for every CQE (a
+    /// wake-up on the other CPU each, on the program's time) but only looks every tick,
+    /// for completions a program that stopped calling would otherwise leave unposted.
+    fn program_reaps(&self) -> bool {
+        let now = self.clock.elapsed().as_nanos() as u64;
+        self.eventfd_requests.load(Ordering::SeqCst) == 0
+            && now < self.program_reaps_until.load(Ordering::Relaxed)
+    }
+
+    /// Called by get_events: the program reaps for a while now.
+    fn program_is_reaping(&self) {
+        let until = (self.clock.elapsed() + PROGRAM_REAPS_FOR).as_nanos() as u64;
+        self.program_reaps_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Sleeps one tick, or less if the engine is dropped or an eventfd request starts.
+    fn nap(&self) {
+        let shutdown = lock(&self.shutdown);
+        if !*shutdown {
+            let _ = self.unpark.wait_timeout(shutdown, REAPER_TICK);
         }
     }
 }
 
 /// Completes the requests of taken, unregistered CQEs.
-fn finish(batch: &Batch) {
+fn finish(ring: &Ring, batch: &Batch) {
     for &(user_data, res) in batch.taken() {
         if user_data != NO_REQUEST {
             // SAFETY: a request's user_data is the address `start` leaked with
@@ -347,7 +396,11 @@ fn finish(batch: &Batch) {
             let op = unsafe { Box::from_raw(user_data as *mut Op) };
             let Op { inflight, iovecs } = *op;
             drop(iovecs);
+            let signals_eventfd = inflight.request.resfd.is_some();
             inflight.complete(i64::from(res));
+            if signals_eventfd {
+                ring.eventfd_requests.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -447,7 +500,7 @@ impl UringEngine {
         let mut batch = Batch::new();
         self.ring.take_ready(&mut sub, &mut batch);
         drop(sub);
-        finish(&batch);
+        finish(&self.ring, &batch);
         self.ring.wake_reaper();
     }
 
@@ -492,6 +545,7 @@ impl Engine for UringEngine {
             }
         }
         let key = request.request.key();
+        let signals_eventfd = request.request.resfd.is_some();
         let mut op = Box::new(Op {
             inflight: request,
             iovecs: Vec::new(),
@@ -501,6 +555,13 @@ impl Engine for UringEngine {
         if sub.closed {
             let Op { inflight, .. } = *op;
             return Err((inflight, io::Error::from_raw_os_error(libc::EINVAL)));
+        }
+        if signals_eventfd {
+            // Its eventfd's reader waits for it now: a napping reaper goes back to posting
+            // every completion at once.
+            self.ring.eventfd_requests.fetch_add(1, Ordering::SeqCst);
+            let _reaper = lock(&self.ring.shutdown);
+            self.ring.unpark.notify_one();
         }
         let user_data = Box::into_raw(op) as u64;
         sub.in_kernel.insert(
@@ -561,6 +622,7 @@ impl Engine for UringEngine {
     }
 
     fn reap_ready(&self) {
+        self.ring.program_is_reaping();
         self.ring.take_all(&mut Batch::new());
     }
 }
