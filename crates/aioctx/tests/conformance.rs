@@ -508,6 +508,17 @@ fn many_threads_submit_and_reap_at_once(engine: EngineKind) {
     assert_eq!(ctx.stats().completed, (THREADS * EACH) as u64);
 }
 
+fn a_batch_holds_back_only_its_own_context(engine: EngineKind) {
+    let (a, b) = (ctx(engine, 8), ctx(engine, 8));
+    a.batch(|| {
+        a.submit_one(Request::noop().data(1)).unwrap();
+        b.submit_one(Request::noop().data(2)).unwrap();
+        let events = b.get_events(1, 1, FIVE_SECONDS).unwrap();
+        assert_eq!(events.len(), 1, "a request to another context runs at once");
+    });
+    assert_eq!(a.get_events(1, 1, FIVE_SECONDS).unwrap()[0].data, 1);
+}
+
 // ---- io_cancel ----
 
 fn cancel_of_unknown_request_is_einval(engine: EngineKind) {
@@ -690,7 +701,8 @@ macro_rules! engines {
                 zero_timeout_does_not_wait, timeout_elapses_with_what_is_there,
                 events_come_oldest_first, get_events_after_destroy_is_einval,
                 waiter_in_get_events_leaves_on_destroy,
-                many_threads_submit_and_reap_at_once, cancel_of_unknown_request_is_einval,
+                many_threads_submit_and_reap_at_once, a_batch_holds_back_only_its_own_context,
+                cancel_of_unknown_request_is_einval,
                 cancel_of_a_poll_delivers_ecanceled, destroy_leaves_nothing_in_flight,
                 destroy_cancels_polls_that_never_fire, two_concurrent_destroyers,
                 eight_concurrent_destroyers, second_destroy_returns_einval, drop_is_destroy,

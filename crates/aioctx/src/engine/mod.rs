@@ -56,27 +56,33 @@ pub(crate) trait Engine: Send + Sync {
 }
 
 thread_local! {
-    /// Whether this thread is submitting a batch (the kernel's per-task `blk_plug`): engines
-    /// that can pass many requests to the kernel in one call hold them until `flush`, so a
-    /// batch costs one system call and, for a device, one doorbell.
-    static PLUGGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The engine this thread is submitting a batch to, by address, or 0 (the kernel's
+    /// per-task `blk_plug`): an engine that can pass many requests to the kernel in one
+    /// call holds them until `flush`, so a batch costs one system call and, for a device,
+    /// one doorbell. Per engine, so that a submit to another context inside the batch is
+    /// not held back with it.
+    static PLUGGED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether the calling thread is inside a batch submit.
-pub(crate) fn plugged() -> bool {
-    PLUGGED.with(|p| p.get())
+fn address_of(engine: &dyn Engine) -> usize {
+    engine as *const dyn Engine as *const () as usize
 }
 
-/// Runs `submit_all` plugged, then flushes `engine` (also if `submit_all` panics).
+/// Whether the calling thread is inside a batch submit to `engine`.
+pub(crate) fn plugged(engine: &dyn Engine) -> bool {
+    PLUGGED.with(|p| p.get()) == address_of(engine)
+}
+
+/// Runs `submit_all` plugged for `engine`, then flushes it (also if `submit_all` panics).
 pub(crate) fn with_plug<R>(engine: &dyn Engine, submit_all: impl FnOnce() -> R) -> R {
-    struct Unplug<'a>(&'a dyn Engine, bool);
+    struct Unplug<'a>(&'a dyn Engine, usize);
     impl Drop for Unplug<'_> {
         fn drop(&mut self) {
             PLUGGED.with(|p| p.set(self.1));
             self.0.flush();
         }
     }
-    let outer = PLUGGED.with(|p| p.replace(true));
+    let outer = PLUGGED.with(|p| p.replace(address_of(engine)));
     let _unplug = Unplug(engine, outer);
     submit_all()
 }

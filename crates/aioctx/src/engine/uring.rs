@@ -576,7 +576,7 @@ impl Engine for UringEngine {
         // the CQE was taken.
         unsafe { self.ring.push(&mut sub, &entry.user_data(user_data)) };
         drop(sub);
-        if !plugged() {
+        if !plugged(self) {
             self.enter_and_take();
         }
         Ok(())
