@@ -264,10 +264,7 @@ fn cold_buffered_read_does_not_block_submit() {
     let scratch = Scratch::new("cold");
     let path = scratch.path("cold");
     let pattern: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-    let file = File::create(&path).expect("create");
-    (&file).write_all(&pattern).expect("write");
-    file.sync_all().expect("fsync");
-    drop_page_cache(&path);
+    write_cold(&path, &pattern);
 
     let file = Arc::new(File::open(&path).expect("open"));
     let ctx = uring(8);
@@ -293,10 +290,7 @@ fn cold_buffered_read_does_not_block_submit() {
 fn nowait_read_of_cold_file_fails_with_eagain() {
     let scratch = Scratch::new("nowait");
     let path = scratch.path("cold");
-    let file = File::create(&path).expect("create");
-    (&file).write_all(&vec![1u8; 1 << 20]).expect("write");
-    file.sync_all().expect("fsync");
-    drop_page_cache(&path);
+    write_cold(&path, &vec![1u8; 1 << 20]);
 
     let file = Arc::new(File::open(&path).expect("open"));
     let ctx = uring(8);
@@ -314,6 +308,26 @@ fn hipri_read_is_accepted_and_reads() {
     ctx.submit_one(read).expect("submit");
     let events = ctx.get_events(1, 1, WAIT).expect("get_events");
     assert_eq!(events[0].res, 4);
+}
+
+/// Writes `data` (a multiple of 4 KiB) to a new file at `path` with O_DIRECT, so none of it
+/// passes through the page cache, and drops whatever pages the file has anyway.
+fn write_cold(path: &Path, data: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .expect("create with O_DIRECT");
+    let mut chunk = aioctx::AlignedBuf::page_aligned(1 << 20).expect("aligned buffer");
+    for piece in data.chunks(1 << 20) {
+        chunk[..piece.len()].copy_from_slice(piece);
+        file.write_all(&chunk[..piece.len()]).expect("direct write");
+    }
+    file.sync_all().expect("fsync");
+    drop_page_cache(path);
 }
 
 /// Drops `path`'s pages from the page cache: `dd iflag=nocache count=0` is
