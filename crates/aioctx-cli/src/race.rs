@@ -77,6 +77,26 @@ impl Tally {
             .get_or_insert_with(|| format!("{what}: {e}"));
     }
 
+    /// Prints the result line (and the first error), and the exit status it means.
+    fn report(&self) -> ExitCode {
+        println!("{}", self.line());
+        if let Some(e) = self
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            eprintln!("race: first error: {e}");
+        }
+        let clean = self.late_writes.load(Ordering::Relaxed) == 0
+            && self.errors.load(Ordering::Relaxed) == 0;
+        if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
     fn line(&self) -> String {
         format!(
             "race: {} destroys, {} late writes, {} errors",
@@ -89,8 +109,12 @@ impl Tally {
 
 pub fn run(args: Args) -> ExitCode {
     let kind = crate::engine_or_exit(args.engine.as_deref());
+    let Some(until) = until(&args) else {
+        eprintln!("aioctx: --seconds must be a non-negative number");
+        return ExitCode::from(2);
+    };
     if let Err(e) = Context::with_engine(args.depth, kind) {
-        eprintln!("aioctx: engine {} cannot run here: {e}", kind);
+        eprintln!("aioctx: engine {kind} cannot run here: {e}");
         return ExitCode::FAILURE;
     }
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -99,17 +123,6 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => {
             eprintln!("aioctx: {e}");
             return ExitCode::FAILURE;
-        }
-    };
-    let until = match (args.iterations, args.seconds) {
-        (Some(n), _) => Until::Destroys(n),
-        (None, seconds) => {
-            let seconds = seconds.unwrap_or(10.0);
-            if !(seconds.is_finite() && seconds >= 0.0) {
-                eprintln!("aioctx: --seconds must be a non-negative number");
-                return ExitCode::from(2);
-            }
-            Until::Deadline(Instant::now() + Duration::from_secs_f64(seconds))
         }
     };
     let resolved = kind.resolve();
@@ -128,22 +141,18 @@ pub fn run(args: Args) -> ExitCode {
         }
         report_progress(&tally, until, args.threads);
     });
-    println!("{}", tally.line());
-    if let Some(e) = tally
-        .first_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
-        eprintln!("race: first error: {e}");
+    tally.report()
+}
+
+/// When the run ends, from `--iterations` or `--seconds` (default 10 s); None if the
+/// seconds are not a usable number.
+fn until(args: &Args) -> Option<Until> {
+    if let Some(n) = args.iterations {
+        return Some(Until::Destroys(n));
     }
-    let clean =
-        tally.late_writes.load(Ordering::Relaxed) == 0 && tally.errors.load(Ordering::Relaxed) == 0;
-    if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    let seconds = args.seconds.unwrap_or(10.0);
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Until::Deadline(Instant::now() + Duration::from_secs_f64(seconds)))
 }
 
 fn race_thread(
