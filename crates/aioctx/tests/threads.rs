@@ -96,3 +96,32 @@ fn queued_read_is_cancelled() {
     );
     drop(writer);
 }
+
+/// The pool serves contexts in turn: one request of a context that arrives behind a long
+/// queue of another's runs after at most a round of the others, not after all of them.
+#[test]
+fn pool_serves_contexts_in_turn() {
+    let (_one_at_a_time, busy) = small_pool_context(64);
+    let quiet = Context::with_engine(8, EngineKind::Threads).unwrap();
+    let file = temp_file(64 * 4096);
+    let direct = open_direct(&file);
+    for i in 0..64u64 {
+        let buf = aioctx::AlignedBuf::page_aligned(4096).unwrap();
+        busy.submit_one(Request::read(direct.clone(), buf, i * 4096))
+            .unwrap();
+    }
+    let buf = aioctx::AlignedBuf::page_aligned(4096).unwrap();
+    quiet.submit_one(Request::read(direct, buf, 0)).unwrap();
+    assert_eq!(
+        quiet
+            .get_events(1, 1, Some(Duration::from_secs(10)))
+            .unwrap()
+            .len(),
+        1
+    );
+    let busy_done = busy.stats().completed;
+    assert!(
+        busy_done < 32,
+        "the quiet context waited for {busy_done} of the busy one's 64 reads"
+    );
+}
