@@ -29,14 +29,19 @@ pub(crate) mod model {
     #[cfg(not(loom))]
     pub(crate) use std::sync::atomic::{fence, AtomicUsize};
     #[cfg(not(loom))]
-    pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+    pub(crate) use std::sync::{Condvar, Mutex};
 
+    #[cfg(not(loom))]
+    pub(crate) use super::{lock, wait};
+
+    #[cfg(loom)]
     pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         mutex
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    #[cfg(loom)]
     pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         condvar
             .wait(guard)
