@@ -79,7 +79,7 @@ fn submit_one(context: &Context, user_iocb: usize) -> Result<(), Errno> {
     }
     context
         .submit_with(|| {
-            decode(&iocb, user_iocb)
+            decode(context, &iocb, user_iocb)
                 .map(Request::from)
                 .map_err(io::Error::from_raw_os_error)
         })
@@ -93,10 +93,11 @@ fn resolve_fd(raw: u32) -> Result<Arc<File>, Errno> {
     Ok(Arc::new(File::from(fd)))
 }
 
-fn decode(iocb: &Iocb, user_iocb: usize) -> Result<RawParts, Errno> {
+fn decode(context: &Context, iocb: &Iocb, user_iocb: usize) -> Result<RawParts, Errno> {
     let file = resolve_fd(iocb.aio_fildes)?;
     let resfd = if iocb.aio_flags & abi::IOCB_FLAG_RESFD != 0 {
-        Some(resolve_fd(iocb.aio_resfd)?)
+        let eventfd = context.resolve_eventfd(iocb.aio_resfd as i32);
+        Some(eventfd.map_err(errno_of)?)
     } else {
         None
     };

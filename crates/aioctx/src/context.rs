@@ -7,8 +7,9 @@
 //! can cancel, and waits until the count is zero: after that nothing of the context touches
 //! caller memory again.
 
+use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::buf::Buf;
 use crate::doorbell::{Doorbell, Woken};
 use crate::engine::sim::{SimConfig, SimEngine};
 use crate::engine::{self, Engine, EngineKind};
+use crate::eventfds::KnownEventfds;
 use crate::lifecycle::{Lifecycle, State};
 use crate::request::{Opcode, Request};
 use crate::ring::Ring;
@@ -185,6 +187,7 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 pub struct Context {
     core: Arc<Core>,
     engine: Box<dyn Engine>,
+    eventfds: KnownEventfds,
 }
 
 impl Context {
@@ -220,7 +223,11 @@ impl Context {
             counters: Counters::default(),
         });
         let engine = open(&core)?;
-        Ok(Context { core, engine })
+        Ok(Context {
+            core,
+            engine,
+            eventfds: KnownEventfds::default(),
+        })
     }
 
     /// The engine this context runs on.
@@ -317,6 +324,13 @@ impl Context {
         self.launch(admission, request).map_err(io::Error::from)
     }
 
+    /// The eventfd a C caller's `aio_resfd` names, held open for a request (`EBADF` if it
+    /// names nothing). Resolving the same eventfd again costs one `kcmp` instead of a dup
+    /// and a `/proc` lookup (see `eventfds.rs`). For the C ABI, inside `submit_with`.
+    pub fn resolve_eventfd(&self, raw: RawFd) -> io::Result<Arc<File>> {
+        self.eventfds.resolve(raw)
+    }
+
     /// Counts a request in and takes its ring slot.
     fn admit(&self) -> io::Result<Admission<'_>> {
         if !self.core.lifecycle.enter() {
@@ -359,7 +373,7 @@ impl Context {
     /// The submit-time checks of SPEC §2 that a typed request can still fail, in order.
     fn check(&self, request: &mut Request) -> io::Result<()> {
         if let Some(resfd) = &request.resfd {
-            if !fd::is_eventfd(resfd.as_fd()) {
+            if !self.eventfds.is_eventfd(resfd) {
                 return Err(errno(libc::EINVAL));
             }
         }

@@ -30,6 +30,7 @@ mod buf;
 mod context;
 mod doorbell;
 pub mod engine;
+mod eventfds;
 mod lifecycle;
 mod request;
 mod ring;

@@ -144,6 +144,20 @@ pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
 }
 
+/// Whether the caller's descriptor number `raw` names the same open file as `file`
+/// (`kcmp(KCMP_FILE)`). False when it does not, when `raw` names nothing, and where kcmp is
+/// not available (seccomp, kernels without it): callers then treat the number as new.
+pub fn names_same_file(raw: RawFd, file: BorrowedFd<'_>) -> bool {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: getpid has no preconditions; kcmp compares two descriptor numbers of this
+    // process and reads no memory. An invalid number is EBADF, not a fault.
+    let ret = unsafe {
+        let pid = libc::getpid();
+        libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, raw, file.as_raw_fd())
+    };
+    ret == 0
+}
+
 /// Whether `fd` is an eventfd (the kernel's `eventfd_ctx_fdget` check).
 pub fn is_eventfd(fd: BorrowedFd<'_>) -> bool {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))

@@ -1,0 +1,79 @@
+//! `IOCB_FLAG_RESFD` descriptors as a C caller names them: by number, resolved at submit.
+//! A context remembers the eventfds it has checked; a number the caller has since closed
+//! and reused must never resolve to the old file.
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use aioctx::{Context, EngineKind, Request};
+use common::*;
+
+/// The tests here run one at a time: one of them counts on the lowest free descriptor
+/// number, which a test opening files at the same moment would take.
+fn context() -> (MutexGuard<'static, ()>, Context) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    (
+        guard,
+        Context::with_engine(16, EngineKind::Threads).unwrap(),
+    )
+}
+
+#[test]
+fn the_same_eventfd_number_resolves_to_the_same_file() {
+    let (_one_at_a_time, ctx) = context();
+    let eventfd = aioctx::sys::fd::eventfd().unwrap();
+    let first = ctx.resolve_eventfd(eventfd.as_raw_fd()).unwrap();
+    let second = ctx.resolve_eventfd(eventfd.as_raw_fd()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &second));
+    ctx.submit_one(Request::noop().eventfd(second)).unwrap();
+    ctx.get_events(1, 1, Some(Duration::from_secs(5))).unwrap();
+    let mut count = [0u8; 8];
+    (&eventfd).read_exact(&mut count).unwrap();
+    assert_eq!(
+        u64::from_ne_bytes(count),
+        1,
+        "the caller's own eventfd was signalled"
+    );
+}
+
+#[test]
+fn a_reused_number_is_resolved_afresh() {
+    let (_one_at_a_time, ctx) = context();
+    let eventfd = aioctx::sys::fd::eventfd().unwrap();
+    let number = eventfd.as_raw_fd();
+    let remembered = ctx.resolve_eventfd(number).unwrap();
+    drop(eventfd);
+    // The lowest free number is the one just closed: a pipe's read end takes it.
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let reader = OwnedFd::from(reader);
+    assert_eq!(
+        reader.as_raw_fd(),
+        number,
+        "the test needs the number reused"
+    );
+    let resolved = ctx.resolve_eventfd(number).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&remembered, &resolved));
+    let err = ctx
+        .submit_one(Request::noop().eventfd(resolved))
+        .unwrap_err();
+    assert_eq!(
+        errno_of(&err.error),
+        libc::EINVAL,
+        "a pipe is not an eventfd"
+    );
+}
+
+#[test]
+fn a_number_that_names_nothing_is_ebadf() {
+    let (_one_at_a_time, ctx) = context();
+    assert_eq!(errno_of(&ctx.resolve_eventfd(-1).unwrap_err()), libc::EBADF);
+    assert_eq!(
+        errno_of(&ctx.resolve_eventfd(1 << 30).unwrap_err()),
+        libc::EBADF
+    );
+}
