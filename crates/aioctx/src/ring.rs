@@ -169,16 +169,31 @@ impl Ring {
         self.catch_up() > 0
     }
 
-    /// Moves our `head` to the one a C reader wrote, if `judge_head` accepts it; returns
-    /// how many slots that gave back. Caller holds `consume`.
+    /// Moves our `head` to the one a C reader wrote, if `judge_head` accepts it, and puts
+    /// a value it did not take as written (ignored, or at or beyond `nr`) right in the page;
+    /// returns how many slots that gave back. Caller holds `consume`.
     fn catch_up(&self) -> u32 {
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Acquire);
         let written = self.mem.header(HeaderWord::Head).load(Ordering::Acquire);
         let judged = judge_head(written, head, tail, self.nr());
+        if judged.head != written {
+            self.correct_head(written, judged.head);
+        }
         self.lost
             .fetch_add(u64::from(judged.skipped), Ordering::Relaxed);
         self.advance(head, judged.head)
+    }
+
+    /// Replaces a `head` value in the page that the ring did not take as written, unless a
+    /// reader has written another since (a reader's newer value is judged on its own).
+    fn correct_head(&self, written: u32, head: u32) {
+        let _ = self.mem.header(HeaderWord::Head).compare_exchange(
+            written,
+            head,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
     }
 
     /// Moves our `head` from `from` to `to` (both in `head..=tail`) and gives back the slots
@@ -200,6 +215,12 @@ impl Ring {
         let next = (tail + 1) % self.nr();
         if next == self.head.load(Ordering::Acquire) {
             return false;
+        }
+        // A `head` in the page that points at `next` was ignored so far (it lay beyond
+        // `tail`); publishing `next` would make it look like a reader reaped every event.
+        let written = self.mem.header(HeaderWord::Head).load(Ordering::Acquire);
+        if written % self.nr() == next {
+            self.correct_head(written, self.head.load(Ordering::Acquire));
         }
         self.mem.write_event(tail, event);
         *lock(&self.returned[tail as usize]) = returned;
@@ -482,12 +503,35 @@ mod tests {
     }
 
     #[test]
+    fn an_ignored_head_never_becomes_valid_as_the_ring_wraps_to_it() {
+        let ring = Ring::new(6, 1).expect("ring");
+        let capacity = u64::from(ring.capacity());
+        post_events(&ring, 0, 1);
+        assert_eq!(take_data(&ring, 16), [0]);
+        // Moved back one, so that a full ring's worth of posts reaches it.
+        write_word(&ring, HeaderWord::Head, 0);
+        post_events(&ring, 1, capacity);
+        assert_eq!(ring.header().head, 1, "the ignored head was put right");
+        let expected: Vec<u64> = (1..=capacity).collect();
+        assert_eq!(take_data(&ring, usize::MAX), expected);
+        assert_eq!(ring.lost(), 0);
+        assert_all_slots_free(&ring);
+    }
+
+    #[test]
     fn huge_head_skips_only_posted_events_and_counts_them() {
         let ring = Ring::new(6, 1).expect("ring");
         let nr = ring.nr();
         post_events(&ring, 0, 5);
         write_word(&ring, HeaderWord::Head, 3 * nr + 2);
-        assert_eq!(take_data(&ring, 16), [2, 3, 4]);
+        assert_eq!(ring.unreaped(), 3);
+        assert_eq!(take_data(&ring, 1), [2]);
+        assert_eq!(
+            ring.header().head,
+            3,
+            "the page holds a head below nr again"
+        );
+        assert_eq!(take_data(&ring, 16), [3, 4]);
         assert_eq!(ring.lost(), 2);
         // One that lands beyond tail is ignored.
         post_events(&ring, 5, 1);
