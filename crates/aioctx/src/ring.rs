@@ -568,6 +568,67 @@ mod tests {
         assert_all_slots_free(&ring);
     }
 
+    /// A producer, a reaper and a C reader scribbling `head` at random, all at once: every
+    /// event taken is real and taken once, and when they stop no slot is held.
+    #[test]
+    fn hostile_head_racing_post_and_take_never_leaks_or_repeats() {
+        let events: u64 = if cfg!(miri) { 300 } else { 30_000 };
+        let ring = Ring::new(6, 1).expect("ring");
+        let nr = ring.nr();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mut seen = vec![false; events as usize];
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for n in 0..events {
+                    while !ring.reserve_slot() {
+                        std::thread::yield_now();
+                    }
+                    assert!(ring.post(event(n), Vec::new()));
+                }
+                done.store(true, Ordering::Release);
+            });
+            scope.spawn(|| {
+                let mut state = 0x2545_f491_u32;
+                while !done.load(Ordering::Acquire) {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let head = ring.header().head;
+                    let bad = match state >> 29 {
+                        0 => u32::MAX - (state & 0xff),
+                        1 => nr + state % nr,
+                        2 => head.wrapping_sub(1 + state % 4) % nr,
+                        3 => (ring.header().tail + 1 + state % 3) % nr,
+                        _ => {
+                            std::thread::yield_now();
+                            continue;
+                        }
+                    };
+                    write_word(&ring, HeaderWord::Head, bad);
+                }
+            });
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                for n in take_data(&ring, 7) {
+                    assert!(!seen[n as usize], "event {n} taken twice");
+                    seen[n as usize] = true;
+                }
+                if finished && ring.unreaped() == 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        });
+        let taken = seen.iter().filter(|&&s| s).count() as u64;
+        assert!(
+            taken + ring.lost() <= events,
+            "{taken} taken, {} lost",
+            ring.lost()
+        );
+        assert!(taken > 0);
+        write_word(&ring, HeaderWord::Head, ring.header().tail);
+        assert_eq!(take_data(&ring, usize::MAX), Vec::<u64>::new());
+        assert_all_slots_free(&ring);
+    }
+
     #[test]
     fn a_refused_event_stays_with_its_buffers() {
         let ring = Ring::new(6, 1).expect("ring");
