@@ -1,6 +1,7 @@
 //! `io_getevents` and `io_pgetevents`: the caller's timeout and signal mask read safely,
-//! events taken from the context into our memory, then copied out.
+//! then each event written out to the caller's array as it is taken from the ring.
 
+use std::io;
 use std::time::Duration;
 
 use aioctx::sys::abi::IoEvent;
@@ -39,8 +40,10 @@ fn relative_timeout(ts: libc::timespec) -> Duration {
     Duration::from_nanos(nanos.clamp(0, i128::from(u64::MAX)) as u64)
 }
 
-/// Waits for at least `min_nr` events (at most `nr`) and copies them to `events`. The
-/// array is checked writable before any event is taken, so none is lost to `EFAULT`.
+/// Waits for at least `min_nr` events (at most `nr`) and writes them to `events`, one by
+/// one as each is taken: only the events delivered are written, an event leaves the ring
+/// only once its write succeeded, and a write that fails ends the call (`EFAULT` if it was
+/// the first), so a bad array loses nothing and a short one gets what fits.
 pub(crate) fn get_events(
     context: &Context,
     min_nr: i64,
@@ -54,11 +57,12 @@ pub(crate) fn get_events(
     // No more events can ever be available than the ring holds.
     let max = (nr as u64).min(u64::from(context.capacity())) as usize;
     let min = (min_nr as usize).min(max);
-    let out = user::check_writable(events, max * size_of::<IoEvent>())?;
-    let mut taken = vec![IoEvent::default(); max];
-    let count = context
-        .get_events_raw(min, &mut taken, wait.timeout, wait.sigmask)
-        .map_err(errno_of)?;
-    out.store(&taken[..count]);
-    Ok(count)
+    let mut next = events;
+    context
+        .get_events_raw(min, max, wait.timeout, wait.sigmask, &mut |event| {
+            user::write_out(next, &event).map_err(io::Error::from_raw_os_error)?;
+            next += size_of::<IoEvent>();
+            Ok(())
+        })
+        .map_err(errno_of)
 }

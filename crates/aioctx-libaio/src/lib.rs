@@ -233,18 +233,21 @@ pub extern "C" fn aioctx_io_cancel_0_1(ctx: Handle, iocb: *mut c_void) -> c_int 
 #[no_mangle]
 pub extern "C" fn io_queue_run(ctx: Handle) -> c_int {
     loop {
-        let mut event = [IoEvent::default()];
+        let mut event = IoEvent::default();
         let taken = abi_call(|| {
             let context = lookup(ctx)?;
+            let mut deliver = |taken| {
+                event = taken;
+                Ok(())
+            };
             context
-                .get_events_raw(0, &mut event, Some(std::time::Duration::ZERO), None)
+                .get_events_raw(0, 1, Some(std::time::Duration::ZERO), None, &mut deliver)
                 .map(count)
                 .map_err(submit::errno_of)
         });
         if taken != 1 {
             return taken;
         }
-        let [event] = event;
         if event.data != 0 {
             // SAFETY: `data` is what io_set_callback stored: the caller's callback. An
             // iocb without one (data 0) is skipped rather than called.

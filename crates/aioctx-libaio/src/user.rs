@@ -128,32 +128,15 @@ pub(crate) fn write<T: Plain>(addr: usize, value: &T) -> Result<(), Errno> {
     write_slice(addr, std::slice::from_ref(value))
 }
 
-/// Caller memory known to be writable: results stored there cannot be lost to `EFAULT`.
-pub(crate) struct Writable {
-    addr: usize,
-    len: usize,
-}
-
-/// Checks that `len` bytes at `addr` may be written, without changing them (they are read
-/// and written back).
-pub(crate) fn check_writable(addr: usize, len: usize) -> Result<Writable, Errno> {
-    let current: Vec<u8> = read_slice(addr, len)?;
-    write_slice(addr, &current)?;
-    Ok(Writable { addr, len })
-}
-
-impl Writable {
-    /// Stores `values` at the start of the checked memory with plain stores (tools such as
-    /// valgrind see them as initialising it; a copy through process_vm_writev they do not).
-    pub(crate) fn store<T: Plain>(&self, values: &[T]) {
-        let bytes = std::mem::size_of_val(values);
-        assert!(bytes <= self.len, "store beyond the checked memory");
-        // SAFETY: the range was just checked writable by the kernel, and the caller keeps
-        // an output argument mapped for the duration of its own call.
-        unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr().cast::<u8>(), self.addr as *mut u8, bytes)
-        };
-    }
+/// Writes one `T` at `addr` as an output argument: through the kernel (a bad address is
+/// `EFAULT`), then once more with a plain store, which tools such as valgrind see as
+/// initialising it (a copy through process_vm_writev they do not).
+pub(crate) fn write_out<T: Plain>(addr: usize, value: &T) -> Result<(), Errno> {
+    write(addr, value)?;
+    // SAFETY: the kernel has just written these bytes, so they are mapped and writable, and
+    // the caller keeps an output argument mapped for the duration of its own call.
+    unsafe { std::ptr::write_unaligned(addr as *mut T, *value) };
+    Ok(())
 }
 
 /// This process's pid, asked of the kernel once and again after each fork (a pid kept

@@ -260,6 +260,16 @@ fn ring_can_be_reaped_in_user_space() {
 }
 
 #[test]
+fn scribbled_ring_never_panics_hangs_or_delivers_garbage() {
+    run_c("scribble");
+}
+
+#[test]
+fn io_getevents_writes_only_what_it_delivers() {
+    run_c("deliver");
+}
+
+#[test]
 fn bad_pointers_are_efault_never_a_crash() {
     run_c("badptr");
 }

@@ -21,7 +21,7 @@ use crate::engine::{self, Engine, EngineKind};
 use crate::eventfds::KnownEventfds;
 use crate::lifecycle::{Lifecycle, State};
 use crate::request::{Opcode, Request};
-use crate::ring::Ring;
+use crate::ring::{Ring, Sink};
 use crate::sys::abi::{self, IoEvent};
 use crate::sys::fd;
 
@@ -256,7 +256,7 @@ impl Context {
             completed: c.completed.load(Ordering::Relaxed),
             cancelled: c.cancelled.load(Ordering::Relaxed),
             fallbacks: c.fallbacks.load(Ordering::Relaxed),
-            lost: c.lost.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed) + self.core.ring.lost(),
         }
     }
 
@@ -419,25 +419,36 @@ impl Context {
                 res: event.res,
                 res2: event.res2,
                 bufs,
-            })
+            });
+            Ok(())
         })?;
         Ok(completions)
     }
 
     /// `get_events` into raw `io_event`s, with an optional kernel signal mask installed for
     /// the wait (`io_pgetevents`); `EINTR` if a signal arrives before any event is taken.
+    /// `deliver` writes each event out, oldest first; an event it fails to deliver stays in
+    /// the ring and ends the call, which then returns the count delivered before it, or that
+    /// failure if it was the first (as the kernel's `copy_to_user` into the caller's array).
     pub fn get_events_raw(
         &self,
         min: usize,
-        events: &mut [IoEvent],
+        max: usize,
         timeout: Option<Duration>,
         sigmask: Option<u64>,
+        deliver: &mut dyn FnMut(IoEvent) -> io::Result<()>,
     ) -> io::Result<usize> {
-        let mut filled = 0;
-        self.reap(min, events.len(), timeout, sigmask, &mut |event, _| {
-            events[filled] = event;
-            filled += 1;
-        })
+        let mut failure = None;
+        let taken = self.reap(min, max, timeout, sigmask, &mut |event, bufs| {
+            deliver(event).map_err(|error| {
+                failure = Some(error);
+                bufs
+            })
+        })?;
+        match failure {
+            Some(error) if taken == 0 => Err(error),
+            _ => Ok(taken),
+        }
     }
 
     /// The one reaping loop behind both faces of get_events.
@@ -447,7 +458,7 @@ impl Context {
         max: usize,
         timeout: Option<Duration>,
         sigmask: Option<u64>,
-        sink: &mut dyn FnMut(IoEvent, Vec<Buf>),
+        sink: &mut Sink<'_>,
     ) -> io::Result<usize> {
         if min > max || !self.core.lifecycle.is_live() {
             return Err(errno(libc::EINVAL));
@@ -458,8 +469,10 @@ impl Context {
         // Completions the engine holds are taken on this thread first: no hop to another.
         self.engine.reap_ready();
         loop {
-            taken += ring.take(max - taken, sink);
-            if taken >= min {
+            let took = ring.take(max - taken, sink);
+            taken += took.count;
+            // An event the sink refused stays first in the ring: waiting cannot help.
+            if took.refused || taken >= min {
                 break;
             }
             if !self.core.lifecycle.is_live() {
@@ -483,7 +496,7 @@ impl Context {
             match woken {
                 Ok(Woken::Rung) => {}
                 Ok(Woken::TimedOut) => {
-                    taken += ring.take(max - taken, sink);
+                    taken += ring.take(max - taken, sink).count;
                     break;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) && taken > 0 => break,
