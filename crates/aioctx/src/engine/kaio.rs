@@ -38,15 +38,14 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::blocking::perform_with;
+use super::blocking::{is_block_device, perform_with};
 use super::threads::ThreadsEngine;
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
-use crate::request::{Opcode, Request, RwFlags};
+use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
 
@@ -290,15 +289,6 @@ fn needs_pool(request: &Inflight, res: i64) -> bool {
         return true;
     }
     r.opcode.is_read() && res >= 0 && (res as usize) < r.buffers.total_len()
-}
-
-/// Whether the request's file is a block device: raw devices opened O_DIRECT are what
-/// databases use kernel AIO for, and the kernel runs them asynchronously.
-fn is_block_device(request: &Request) -> bool {
-    request.file.as_ref().is_some_and(|file| {
-        file.metadata()
-            .is_ok_and(|meta| meta.file_type().is_block_device())
-    })
 }
 
 /// An aioctx context's side of the engine, shared with its requests in flight.
