@@ -222,6 +222,65 @@ fn cancel_of_a_write_to_a_full_pipe_is_einprogress_then_ecanceled(engine: Engine
     assert_eq!(behind.res, -(libc::ECANCELED as i64));
 }
 
+// ---- process exit ----
+
+/// Set in the child the exit test runs: how the child leaves (`return` or `exit`).
+const CHILD_EXIT: &str = "AIOCTX_NEVER_READY_EXIT";
+
+/// Submits a pipe read, a full-pipe write, a write partly done and a socket read that never
+/// become ready, then leaves as `how` says: returning (the context is dropped, which is
+/// destroy) or `exit` with the context live.
+fn requests_that_never_finish_then_leave(engine: EngineKind, how: &str) {
+    let ctx = ctx(engine);
+    let (read, _write) = pipe();
+    let (_read_end, write) = pipe();
+    let (ours, _theirs) = socket_pair();
+    let write = Arc::new(write);
+    ctx.submit_one(Request::read(read, vec![0u8; 16], 0)).unwrap();
+    ctx.submit_one(Request::write(Arc::clone(&write), vec![1u8; MORE_THAN_FITS], 0))
+        .unwrap();
+    ctx.submit_one(Request::write(write, vec![2u8; 16], 0))
+        .unwrap();
+    ctx.submit_one(Request::read(ours, vec![0u8; 16], 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    if how == "exit" {
+        std::process::exit(0);
+    }
+}
+
+/// Runs this test binary again as a child that does the above on `engine` and leaves
+/// `how`; the child must exit, with success, promptly.
+fn child_exits_promptly(engine: EngineKind, how: &str) {
+    let test = format!("{}::process_exits_promptly_with_requests_waiting", engine.name());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", &test, "--test-threads=1"])
+        .env(CHILD_EXIT, how)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < PROMPTLY {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the child ({how}) failed: {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the child ({how}) did not exit: something waits for a peer that never comes");
+}
+
+fn process_exits_promptly_with_requests_waiting(engine: EngineKind) {
+    match std::env::var(CHILD_EXIT) {
+        Ok(how) => requests_that_never_finish_then_leave(engine, &how),
+        Err(_) => {
+            child_exits_promptly(engine, "return");
+            child_exits_promptly(engine, "exit");
+        }
+    }
+}
+
 // ---- the threads and kaio engines: writes complete whole, cancellable between chunks ----
 // (uring and sim complete a write to a pipe with the bytes that fit at once, as io_uring
 // does; the simulator does not reopen FIFOs.)
@@ -286,7 +345,8 @@ macro_rules! engines {
                 destroy_returns_with_a_write_partly_done,
                 cancel_of_a_pipe_read_is_einprogress_then_ecanceled,
                 cancel_of_a_socket_read_is_einprogress_then_ecanceled,
-                cancel_of_a_write_to_a_full_pipe_is_einprogress_then_ecanceled);
+                cancel_of_a_write_to_a_full_pipe_is_einprogress_then_ecanceled,
+                process_exits_promptly_with_requests_waiting);
         })*
     };
     (@whole_writes $($engine:ident => $kind:expr),* $(,)?) => {
