@@ -175,8 +175,14 @@ fn destroy_returns_with_a_write_partly_done(engine: EngineKind) {
     assert!(written < MORE_THAN_FITS, "{written} bytes written");
 }
 
-fn cancel_of_a_read_is_einprogress_then_ecanceled(engine: EngineKind, read: Arc<File>) {
+/// The peer end of what `open` gives is declared after the context, so that a failing
+/// check drops it first and the context's drop (destroy) cannot wait for it.
+fn cancel_of_a_read_is_einprogress_then_ecanceled(
+    engine: EngineKind,
+    open: impl FnOnce() -> (Arc<File>, Box<dyn std::any::Any>),
+) {
     let ctx = ctx(engine);
+    let (read, _peer) = open();
     ctx.submit_one(Request::read(read, vec![0u8; 16], 0).data(7))
         .unwrap();
     std::thread::sleep(Duration::from_millis(20));
@@ -194,19 +200,23 @@ fn cancel_of_a_read_is_einprogress_then_ecanceled(engine: EngineKind, read: Arc<
 }
 
 fn cancel_of_a_pipe_read_is_einprogress_then_ecanceled(engine: EngineKind) {
-    let (read, _write) = pipe();
-    cancel_of_a_read_is_einprogress_then_ecanceled(engine, read);
+    cancel_of_a_read_is_einprogress_then_ecanceled(engine, || {
+        let (read, write) = pipe();
+        (read, Box::new(write))
+    });
 }
 
 fn cancel_of_a_socket_read_is_einprogress_then_ecanceled(engine: EngineKind) {
-    let (ours, _theirs) = socket_pair();
-    cancel_of_a_read_is_einprogress_then_ecanceled(engine, ours);
+    cancel_of_a_read_is_einprogress_then_ecanceled(engine, || {
+        let (ours, theirs) = socket_pair();
+        (ours, Box::new(theirs))
+    });
 }
 
 fn cancel_of_a_write_to_a_full_pipe_is_einprogress_then_ecanceled(engine: EngineKind) {
+    let ctx = ctx(engine);
     let (_read, write) = pipe();
     let write = Arc::new(write);
-    let ctx = ctx(engine);
     let big = Request::write(Arc::clone(&write), vec![1u8; MORE_THAN_FITS], 0);
     ctx.submit_one(big.data(1)).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -231,10 +241,11 @@ const CHILD_EXIT: &str = "AIOCTX_NEVER_READY_EXIT";
 /// become ready, then leaves as `how` says: returning (the context is dropped, which is
 /// destroy) or `exit` with the context live.
 fn requests_that_never_finish_then_leave(engine: EngineKind, how: &str) {
-    let ctx = ctx(engine);
     let (read, _write) = pipe();
     let (_read_end, write) = pipe();
     let (ours, _theirs) = socket_pair();
+    // Declared last, dropped first: the peers are still there when the context goes.
+    let ctx = ctx(engine);
     let write = Arc::new(write);
     ctx.submit_one(Request::read(read, vec![0u8; 16], 0)).unwrap();
     ctx.submit_one(Request::write(Arc::clone(&write), vec![1u8; MORE_THAN_FITS], 0))
@@ -286,8 +297,17 @@ fn process_exits_promptly_with_requests_waiting(engine: EngineKind) {
 // does; the simulator does not reopen FIFOs.)
 
 fn cancel_of_a_fifo_read_is_einprogress_then_ecanceled(engine: EngineKind) {
-    let (read, _write) = fifo();
-    cancel_of_a_read_is_einprogress_then_ecanceled(engine, read);
+    /// The read end is also a writer, so a failing check unblocks a stuck read with data.
+    struct FeedOnDrop(Arc<File>);
+    impl Drop for FeedOnDrop {
+        fn drop(&mut self) {
+            let _ = (&*self.0).write_all(b"x");
+        }
+    }
+    cancel_of_a_read_is_einprogress_then_ecanceled(engine, || {
+        let (read, write) = fifo();
+        (read, Box::new(FeedOnDrop(write)))
+    });
 }
 
 fn a_write_longer_than_the_pipe_completes_whole_once_drained(engine: EngineKind) {
@@ -310,8 +330,8 @@ fn a_write_longer_than_the_pipe_completes_whole_once_drained(engine: EngineKind)
 }
 
 fn cancel_of_a_partly_done_write_reports_the_bytes_written(engine: EngineKind) {
-    let (read, write) = pipe();
     let ctx = ctx(engine);
+    let (read, write) = pipe();
     ctx.submit_one(Request::write(Arc::new(write), vec![4u8; MORE_THAN_FITS], 0).data(1))
         .unwrap();
     // Take more than the pipe holds, so that the write went on in chunks, then let it
