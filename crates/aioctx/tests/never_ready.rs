@@ -223,7 +223,8 @@ fn cancel_of_a_write_to_a_full_pipe_is_einprogress_then_ecanceled(engine: Engine
     let behind = Request::write(write, vec![2u8; 4096], 0);
     ctx.submit_one(behind.data(2)).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    ctx.cancel(2).expect("a write waiting for room is cancellable");
+    ctx.cancel(2)
+        .expect("a write waiting for room is cancellable");
     let mut events = Vec::new();
     while !events.iter().any(|e: &aioctx::Completion| e.data == 2) {
         events.extend(ctx.get_events(1, 2, Some(PROMPTLY)).unwrap());
@@ -247,12 +248,18 @@ fn requests_that_never_finish_then_leave(engine: EngineKind, how: &str) {
     // Declared last, dropped first: the peers are still there when the context goes.
     let ctx = ctx(engine);
     let write = Arc::new(write);
-    ctx.submit_one(Request::read(read, vec![0u8; 16], 0)).unwrap();
-    ctx.submit_one(Request::write(Arc::clone(&write), vec![1u8; MORE_THAN_FITS], 0))
+    ctx.submit_one(Request::read(read, vec![0u8; 16], 0))
         .unwrap();
+    ctx.submit_one(Request::write(
+        Arc::clone(&write),
+        vec![1u8; MORE_THAN_FITS],
+        0,
+    ))
+    .unwrap();
     ctx.submit_one(Request::write(write, vec![2u8; 16], 0))
         .unwrap();
-    ctx.submit_one(Request::read(ours, vec![0u8; 16], 0)).unwrap();
+    ctx.submit_one(Request::read(ours, vec![0u8; 16], 0))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     if how == "exit" {
         std::process::exit(0);
@@ -262,7 +269,10 @@ fn requests_that_never_finish_then_leave(engine: EngineKind, how: &str) {
 /// Runs this test binary again as a child that does the above on `engine` and leaves
 /// `how`; the child must exit, with success, promptly.
 fn child_exits_promptly(engine: EngineKind, how: &str) {
-    let test = format!("{}::process_exits_promptly_with_requests_waiting", engine.name());
+    let test = format!(
+        "{}::process_exits_promptly_with_requests_waiting",
+        engine.name()
+    );
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", &test, "--test-threads=1"])
         .env(CHILD_EXIT, how)
@@ -322,7 +332,10 @@ fn a_write_longer_than_the_pipe_completes_whole_once_drained(engine: EngineKind)
         all
     });
     let events = ctx.get_events(1, 1, Some(PROMPTLY)).unwrap();
-    assert_eq!(events[0].res, len as i64, "the whole write, as a blocking one");
+    assert_eq!(
+        events[0].res, len as i64,
+        "the whole write, as a blocking one"
+    );
     ctx.destroy().unwrap();
     let all = drainer.join().unwrap();
     assert_eq!(all.len(), len);
@@ -339,7 +352,8 @@ fn cancel_of_a_partly_done_write_reports_the_bytes_written(engine: EngineKind) {
     let before = 4 << 16;
     (&*read).read_exact(&mut vec![0u8; before]).unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    ctx.cancel(1).expect("a write waiting for room is cancellable");
+    ctx.cancel(1)
+        .expect("a write waiting for room is cancellable");
     let events = ctx.get_events(1, 1, Some(PROMPTLY)).unwrap();
     let after = drain_to_eof(Arc::try_unwrap(read).unwrap());
     assert!(after > 0, "the write filled the pipe again");

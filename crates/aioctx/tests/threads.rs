@@ -82,7 +82,10 @@ fn queued_read_is_cancelled() {
         .expect("the last read is still queued behind 255 others and four workers");
     let mut events = Vec::new();
     while events.len() < 256 {
-        events.extend(ctx.get_events(1, 256, Some(Duration::from_secs(20))).unwrap());
+        events.extend(
+            ctx.get_events(1, 256, Some(Duration::from_secs(20)))
+                .unwrap(),
+        );
     }
     let last = events.iter().find(|e| e.data == 255).unwrap();
     assert_eq!(last.res, -(libc::ECANCELED as i64));

@@ -65,9 +65,7 @@ fn perform_window(
         // SAFETY: as above.
         Opcode::Fdsync => cvt(unsafe { libc::fdatasync(fd) } as isize),
         Opcode::Pread | Opcode::Preadv => transfer(fd, request, flags, window, Direction::Read),
-        Opcode::Pwrite | Opcode::Pwritev => {
-            transfer(fd, request, flags, window, Direction::Write)
-        }
+        Opcode::Pwrite | Opcode::Pwritev => transfer(fd, request, flags, window, Direction::Write),
         Opcode::Poll => Err(io::Error::from_raw_os_error(libc::EINVAL)),
     };
     match result {

@@ -20,9 +20,9 @@
 //! A FIFO refuses `RWF_NOWAIT` (no `FMODE_NOWAIT` on Linux 6.x); it is opened again
 //! through `/proc/self/fd` with `O_NONBLOCK`, a second open file of the same FIFO (the
 //! caller's own stays as it is). A file that can do neither (a tty, some character devices)
-//! waits here for readiness, then goes to a worker that blocks: the one case a running
-//! transfer cannot be stopped, and only if another reader takes the data between the
-//! readiness and the read.
+//! waits here for readiness, then goes to a worker for a blocking transfer: the one case
+//! where a transfer already running cannot be stopped (it waits again only if another
+//! reader takes the data first, or a write is larger than the room there was).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -197,15 +197,22 @@ pub(crate) fn start_transfer(
             }
         }
     }
-    match transfer.settle(&request.request, res) {
-        Some(result) => {
-            request.complete(result);
+    if let Some(result) = transfer.settle(&request.request, res) {
+        request.complete(result);
+        return Ok(());
+    }
+    let done = transfer.done;
+    let waiting = match poller() {
+        Ok(poller) => poller.add(request, Then::Transfer(transfer)),
+        Err(e) => Err((request, e)),
+    };
+    match waiting {
+        // Part of the write went: it was started, and its event says how much.
+        Err((request, _)) if done > 0 => {
+            request.complete(done as i64);
             Ok(())
         }
-        None => match poller() {
-            Ok(poller) => poller.add(request, Then::Transfer(transfer)),
-            Err(e) => Err((request, e)),
-        },
+        other => other,
     }
 }
 
