@@ -27,11 +27,11 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use super::blocking::{is_block_device, perform_rest};
+use super::blocking::perform_rest;
 use super::complete_cancelled;
 use crate::context::{Core, Inflight};
 use crate::request::{Request, RwFlags};
@@ -156,16 +156,31 @@ pub(crate) fn start_poll(request: Inflight) -> Result<(), (Inflight, io::Error)>
     }
 }
 
-/// Whether a read or write may wait for a peer forever: its file is a pipe, FIFO, socket
-/// or character device (not a regular file or block device, whose I/O always finishes),
-/// and the caller did not ask for `RWF_NOWAIT` (which never waits).
-pub(crate) fn waits_for_peer(request: &Request) -> bool {
+/// A file whose reads and writes may wait for a peer forever.
+#[derive(Clone, Copy)]
+pub(crate) enum PeerFile {
+    Fifo,
+    /// A pipe, socket or character device.
+    Other,
+}
+
+/// Whether a read or write may wait for a peer forever, and on what: its file is a pipe,
+/// FIFO, socket or character device (not a regular file or block device, whose I/O always
+/// finishes), and the caller did not ask for `RWF_NOWAIT` (which never waits).
+pub(crate) fn waits_for_peer(request: &Request) -> Option<PeerFile> {
     let r = request;
-    (r.opcode.is_read() || r.opcode.is_write())
-        && !r.mode.regular
-        && !r.rw_flags.contains(RwFlags::NOWAIT)
-        && r.file.is_some()
-        && !is_block_device(r)
+    if !(r.opcode.is_read() || r.opcode.is_write())
+        || r.mode.regular
+        || r.rw_flags.contains(RwFlags::NOWAIT)
+    {
+        return None;
+    }
+    let file_type = r.file.as_ref()?.metadata().ok()?.file_type();
+    match () {
+        _ if file_type.is_block_device() => None,
+        _ if file_type.is_fifo() => Some(PeerFile::Fifo),
+        _ => Some(PeerFile::Other),
+    }
 }
 
 /// Starts a read or write of a file that [`waits_for_peer`]: moved now if it can be without
@@ -174,28 +189,25 @@ pub(crate) fn waits_for_peer(request: &Request) -> bool {
 pub(crate) fn start_transfer(
     core: &Arc<Core>,
     mut request: Inflight,
+    file: PeerFile,
     hand_off: &HandOff,
 ) -> Result<(), (Inflight, io::Error)> {
     let mut transfer = Transfer {
         owner: Arc::as_ptr(core) as usize,
         key: request.request.key(),
         done: 0,
-        nonblocking: None,
+        // A FIFO refuses RWF_NOWAIT: its second open needs no try to know.
+        nonblocking: match file {
+            PeerFile::Fifo => reopen_nonblocking(&request.request).map(Arc::new),
+            PeerFile::Other => None,
+        },
     };
-    let mut res = transfer.run(&mut request.request);
+    let res = transfer.run(&mut request.request);
     if res == -(libc::EOPNOTSUPP as i64) {
-        match reopen_nonblocking(&request.request) {
-            Some(file) => {
-                transfer.nonblocking = Some(Arc::new(file));
-                res = transfer.run(&mut request.request);
-            }
-            None => {
-                return match poller() {
-                    Ok(poller) => poller.add(request, Then::HandOff(Arc::clone(hand_off))),
-                    Err(e) => Err((request, e)),
-                };
-            }
-        }
+        return match poller() {
+            Ok(poller) => poller.add(request, Then::HandOff(Arc::clone(hand_off))),
+            Err(e) => Err((request, e)),
+        };
     }
     if let Some(result) = transfer.settle(&request.request, res) {
         request.complete(result);
@@ -248,12 +260,9 @@ impl Transfer {
 }
 
 /// The caller's FIFO opened again, for the same direction, with `O_NONBLOCK`; None if it
-/// is not a FIFO or cannot be opened (no `/proc`, a write end whose reader is gone).
+/// cannot be (no `/proc`, a write end whose reader is gone).
 fn reopen_nonblocking(request: &Request) -> Option<File> {
     let file = request.file.as_ref()?;
-    if !file.metadata().ok()?.file_type().is_fifo() {
-        return None;
-    }
     OpenOptions::new()
         .read(request.opcode.is_read())
         .write(request.opcode.is_write())
@@ -405,17 +414,26 @@ impl Poller {
                 continue;
             }
             fd::eventfd_drain(self.wake.as_fd());
-            for ((id, _, events), p) in watched.iter().zip(&pollfds[1..]) {
-                if p.revents != 0 {
-                    self.advance(*id, p.revents & events);
+            // Many requests on one file all see it ready, but one byte of data serves one
+            // of them: after a transfer finds nothing, the others on that file wait for
+            // the next round instead of each trying in vain.
+            let mut exhausted: Vec<(RawFd, i16)> = Vec::new();
+            for ((id, file, events), p) in watched.iter().zip(&pollfds[1..]) {
+                let watch = (file.as_raw_fd(), *events);
+                if p.revents == 0 || exhausted.contains(&watch) {
+                    continue;
+                }
+                if !self.advance(*id, p.revents & events) {
+                    exhausted.push(watch);
                 }
             }
         }
     }
 
     /// Moves on a request whose file became ready (`mask`): a poll completes, a hand-off
-    /// goes to its worker, a transfer runs.
-    fn advance(&self, id: u64, mask: i16) {
+    /// goes to its worker, a transfer runs. False if a transfer found the file not ready
+    /// after all and waits again.
+    fn advance(&self, id: u64, mask: i16) -> bool {
         let mut waiting = lock(&self.waiting);
         let transfer = match waiting.entries.get_mut(&id) {
             Some(Entry {
@@ -423,12 +441,12 @@ impl Poller {
                 then: Then::Transfer(transfer),
                 ..
             }) => request.take().map(|request| (request, transfer.clone())),
-            Some(Entry { request: None, .. }) | None => return,
+            Some(Entry { request: None, .. }) | None => return true,
             Some(_) => None,
         };
         let Some((mut request, transfer)) = transfer else {
             let Some(entry) = waiting.entries.remove(&id) else {
-                return;
+                return true;
             };
             drop(waiting);
             match (entry.request, entry.then) {
@@ -436,35 +454,40 @@ impl Poller {
                 (Some(request), _) => request.complete(i64::from(mask as u16)),
                 (None, _) => {}
             }
-            return;
+            return true;
         };
         // The transfer runs unlocked; its entry stays, so a cancel meanwhile marks it
         // instead of missing it.
         drop(waiting);
         let res = transfer.run(&mut request.request);
+        self.settle(id, request, res);
+        res != -(libc::EAGAIN as i64)
+    }
+
+    /// Takes in the result of a transfer of the request of entry `id`, which was out on
+    /// this thread: completes it if it is finished (or was cancelled meanwhile), else puts
+    /// it back to wait, under the same lock, so that no cancel can slip in between.
+    fn settle(&self, id: u64, request: Inflight, res: i64) {
         let mut waiting = lock(&self.waiting);
-        let finished = match waiting.entries.get_mut(&id) {
-            Some(entry) => {
-                let settled = match &mut entry.then {
-                    Then::Transfer(t) => t.settle(&request.request, res),
-                    _ => Some(res),
-                };
-                match settled {
-                    Some(result) => Some(result),
-                    None if entry.cancelled => Some(entry.cancelled_result()),
-                    None => {
-                        entry.request = Some(request);
-                        return;
-                    }
-                }
+        // Only this thread removes an entry whose request is out.
+        let Some(entry) = waiting.entries.get_mut(&id) else {
+            drop(waiting);
+            return request.complete(res);
+        };
+        let settled = match &mut entry.then {
+            Then::Transfer(t) => t.settle(&request.request, res),
+            _ => Some(res),
+        };
+        let result = match settled {
+            None if entry.cancelled => entry.cancelled_result(),
+            Some(result) => result,
+            None => {
+                entry.request = Some(request);
+                return;
             }
-            // Only this thread removes an entry whose request is out.
-            None => Some(res),
         };
         waiting.entries.remove(&id);
         drop(waiting);
-        if let Some(result) = finished {
-            request.complete(result);
-        }
+        request.complete(result);
     }
 }

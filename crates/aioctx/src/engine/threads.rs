@@ -268,8 +268,8 @@ impl Engine for ThreadsEngine {
             }
             _ => {}
         }
-        if waits_for_peer(&request.request) {
-            return start_transfer(&self.core, request, &self.hand_off);
+        if let Some(file) = waits_for_peer(&request.request) {
+            return start_transfer(&self.core, request, file, &self.hand_off);
         }
         if try_inline(&request) {
             let res = perform_with(&mut request.request, RwFlags::NOWAIT);
