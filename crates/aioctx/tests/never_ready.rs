@@ -342,6 +342,37 @@ fn a_write_longer_than_the_pipe_completes_whole_once_drained(engine: EngineKind)
     assert!(all.iter().all(|&b| b == 3));
 }
 
+/// A vectored write of more than the pipe holds goes on where each chunk stopped, also
+/// in the middle of a buffer: the bytes arrive whole and in order.
+fn a_vectored_write_resumes_where_it_stopped(engine: EngineKind) {
+    let ctx = ctx(engine);
+    let (read, write) = pipe();
+    let parts: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| (0..100_000u32).map(|j| (j as u8) ^ i).collect())
+        .collect();
+    let expected: Vec<u8> = parts.concat();
+    let bufs = parts.into_iter().map(aioctx::Buf::from).collect();
+    ctx.submit_one(Request::writev(Arc::new(write), bufs, 0).data(1))
+        .unwrap();
+    let drainer = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut chunk = vec![0u8; 777];
+        loop {
+            match (&*read).read(&mut chunk).unwrap() {
+                0 => return all,
+                n => all.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let events = ctx.get_events(1, 1, Some(PROMPTLY)).unwrap();
+    assert_eq!(events[0].res, expected.len() as i64);
+    ctx.destroy().unwrap();
+    assert!(
+        drainer.join().unwrap() == expected,
+        "bytes lost, doubled or reordered"
+    );
+}
+
 fn cancel_of_a_partly_done_write_reports_the_bytes_written(engine: EngineKind) {
     let ctx = ctx(engine);
     let (read, write) = pipe();
@@ -389,6 +420,7 @@ macro_rules! engines {
             engines!(@tests $kind;
                 cancel_of_a_fifo_read_is_einprogress_then_ecanceled,
                 a_write_longer_than_the_pipe_completes_whole_once_drained,
+                a_vectored_write_resumes_where_it_stopped,
                 cancel_of_a_partly_done_write_reports_the_bytes_written);
         })*
     };

@@ -176,10 +176,12 @@ pub(crate) fn waits_for_peer(request: &Request) -> Option<PeerFile> {
         return None;
     }
     let file_type = r.file.as_ref()?.metadata().ok()?.file_type();
-    match () {
-        _ if file_type.is_block_device() => None,
-        _ if file_type.is_fifo() => Some(PeerFile::Fifo),
-        _ => Some(PeerFile::Other),
+    if file_type.is_block_device() {
+        None
+    } else if file_type.is_fifo() {
+        Some(PeerFile::Fifo)
+    } else {
+        Some(PeerFile::Other)
     }
 }
 
@@ -246,7 +248,6 @@ impl Transfer {
         }
         if res > 0 {
             self.done += res as usize;
-            // A write that moved nothing of a nonzero rest would never move more.
             return (self.done >= request.buffers.total_len()).then_some(self.done as i64);
         }
         match res {
@@ -254,6 +255,8 @@ impl Transfer {
             // An error after part of the write went (EPIPE once the reader left): the bytes
             // written, as a blocking write reports.
             _ if self.done > 0 => Some(self.done as i64),
+            // An error, or 0: an empty write, or one that moved nothing of a nonzero rest
+            // and would never move more.
             _ => Some(res),
         }
     }
