@@ -284,6 +284,11 @@ fn process_exits_promptly_with_requests_in_flight() {
     run_c("exit");
 }
 
+#[test]
+fn never_ready_pipe_and_socket_requests_are_cancelled() {
+    run_c("never_ready");
+}
+
 /// Every C program but `badptr`, which hands I/O syscalls unmapped buffers on purpose
 /// (the kernel's `-EFAULT` in the event is what it checks, and valgrind reports exactly those
 /// syscalls); its bad pointers to the calls themselves never reach a syscall valgrind checks.

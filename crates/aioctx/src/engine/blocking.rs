@@ -1,8 +1,9 @@
-//! Running a request with the plain blocking syscalls, on whatever thread calls it: the
-//! thread pool's workers, and the engines' fallbacks.
+//! Running a request with the plain syscalls, on whatever thread calls it: the thread
+//! pool's workers, the engines' fallbacks, and the poller's transfers without blocking.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
 
 use crate::request::{Opcode, Request, RwFlags};
 
@@ -19,10 +20,42 @@ pub(crate) fn perform_with(request: &mut Request, extra: RwFlags) -> i64 {
 
 /// As `perform_with`, moving at most `limit` bytes (the simulator's short transfers).
 pub(crate) fn perform_up_to(request: &mut Request, extra: RwFlags, limit: usize) -> i64 {
-    let fd = match &request.file {
-        Some(file) => file.as_raw_fd(),
-        None if request.opcode == Opcode::Noop => return 0,
-        None => return -(libc::EBADF as i64),
+    perform_window(request, None, extra, 0..limit)
+}
+
+/// Moves the bytes of a read or write after the first `done` (the part a transfer cut
+/// short has not moved yet), through `via` if given (the same file, opened again) else the
+/// request's own descriptor; the file's offset advances by `done` too.
+pub(crate) fn perform_rest(
+    request: &mut Request,
+    via: Option<BorrowedFd<'_>>,
+    extra: RwFlags,
+    done: usize,
+) -> i64 {
+    perform_window(request, via, extra, done..usize::MAX)
+}
+
+/// Whether the request's file is a block device: buffered I/O on one may wait for the disk
+/// like a regular file's, and its poll always says ready.
+pub(crate) fn is_block_device(request: &Request) -> bool {
+    request.file.as_ref().is_some_and(|file| {
+        file.metadata()
+            .is_ok_and(|meta| meta.file_type().is_block_device())
+    })
+}
+
+/// Runs the request on the bytes `window` of its buffers.
+fn perform_window(
+    request: &mut Request,
+    via: Option<BorrowedFd<'_>>,
+    extra: RwFlags,
+    window: std::ops::Range<usize>,
+) -> i64 {
+    let fd = match (&request.file, via) {
+        (_, Some(via)) => via.as_raw_fd(),
+        (Some(file), None) => file.as_raw_fd(),
+        (None, None) if request.opcode == Opcode::Noop => return 0,
+        (None, None) => return -(libc::EBADF as i64),
     };
     let flags = (request.rw_flags | extra).bits() as libc::c_int;
     let result = match request.opcode {
@@ -31,8 +64,8 @@ pub(crate) fn perform_up_to(request: &mut Request, extra: RwFlags, limit: usize)
         Opcode::Fsync => cvt(unsafe { libc::fsync(fd) } as isize),
         // SAFETY: as above.
         Opcode::Fdsync => cvt(unsafe { libc::fdatasync(fd) } as isize),
-        Opcode::Pread | Opcode::Preadv => transfer(fd, request, flags, limit, Direction::Read),
-        Opcode::Pwrite | Opcode::Pwritev => transfer(fd, request, flags, limit, Direction::Write),
+        Opcode::Pread | Opcode::Preadv => transfer(fd, request, flags, window, Direction::Read),
+        Opcode::Pwrite | Opcode::Pwritev => transfer(fd, request, flags, window, Direction::Write),
         Opcode::Poll => Err(io::Error::from_raw_os_error(libc::EINVAL)),
     };
     match result {
@@ -51,23 +84,34 @@ fn transfer(
     fd: RawFd,
     request: &mut Request,
     flags: libc::c_int,
-    limit: usize,
+    window: std::ops::Range<usize>,
     dir: Direction,
 ) -> io::Result<usize> {
-    let mut left = limit;
+    let mut skip = window.start;
+    let mut left = window.end.saturating_sub(window.start);
     let iovecs: Vec<libc::iovec> = request
         .buffers
         .segments()
         .into_iter()
-        .map(|(base, len)| {
-            let len = len.min(left);
-            left -= len;
-            libc::iovec {
-                iov_base: base.cast(),
-                iov_len: len,
+        .filter_map(|(base, len)| {
+            let skipped = skip.min(len);
+            skip -= skipped;
+            if skipped == len && len > 0 {
+                return None;
             }
+            let len = (len - skipped).min(left);
+            left -= len;
+            Some(libc::iovec {
+                // Within the segment: `skipped` is at most its length.
+                iov_base: base.wrapping_add(skipped).cast(),
+                iov_len: len,
+            })
         })
         .collect();
+    let offset = match request.offset {
+        offset if offset < 0 => offset,
+        offset => offset.saturating_add(window.start as i64),
+    };
     let count = iovecs.len() as libc::c_int;
     let call = |offset: i64| {
         // SAFETY: each iovec describes memory the request owns (or a C caller lent for the
@@ -80,7 +124,7 @@ fn transfer(
         };
         cvt(ret)
     };
-    match call(request.offset) {
+    match call(offset) {
         // Pipes, FIFOs and sockets have no offset: kernel AIO ignores it there, and so do we.
         Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => call(-1),
         other => other,

@@ -27,26 +27,28 @@
 //!   re-issued on the shared thread pool, as Seastar does, and counted in
 //!   [`Stats::fallbacks`](crate::Stats::fallbacks). So are requests that find every shared
 //!   kernel context full.
-//! - Reads and writes of pipes, sockets and devices go to the thread pool: kernel AIO on them
-//!   blocks `io_submit` until data arrives.
+//! - Reads and writes of pipes, FIFOs, sockets and character devices go the threads
+//!   engine's way (kernel AIO on them blocks `io_submit` until data arrives, and could not
+//!   be cancelled): tried under `RWF_NOWAIT`, else waiting for readiness in the poller,
+//!   cancellable. Buffered I/O of block devices goes to the pool.
 //!
 //! **Cancel.** The kernel cannot cancel a file read, write or sync once submitted (`io_cancel`
 //! only knows polls), so for those `cancel` returns `EINVAL` and destroy waits for them to
-//! finish, as the kernel's own `io_destroy` does. Kernel polls are cancelled with `io_cancel`,
-//! requests still queued in the thread pool are taken off the queue; both complete with
-//! `-ECANCELED`.
+//! finish, as the kernel's own `io_destroy` does (it always does: only regular files and
+//! block devices get there). Kernel polls are cancelled with `io_cancel`, requests still
+//! queued in the thread pool or waiting in the poller are taken back; they complete with
+//! `-ECANCELED` (a write cut short: the bytes written).
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::blocking::perform_with;
+use super::blocking::{is_block_device, perform_with};
 use super::threads::ThreadsEngine;
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
-use crate::request::{Opcode, Request, RwFlags};
+use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
 
@@ -292,18 +294,9 @@ fn needs_pool(request: &Inflight, res: i64) -> bool {
     r.opcode.is_read() && res >= 0 && (res as usize) < r.buffers.total_len()
 }
 
-/// Whether the request's file is a block device: raw devices opened O_DIRECT are what
-/// databases use kernel AIO for, and the kernel runs them asynchronously.
-fn is_block_device(request: &Request) -> bool {
-    request.file.as_ref().is_some_and(|file| {
-        file.metadata()
-            .is_ok_and(|meta| meta.file_type().is_block_device())
-    })
-}
-
 /// An aioctx context's side of the engine, shared with its requests in flight.
 struct Local {
-    /// This context's queue on the shared thread pool: fallbacks and non-regular files.
+    /// This context's face of the threads engine: fallbacks, and files that are not regular.
     pool: ThreadsEngine,
     /// Kernel polls in flight, the only kernel requests `io_cancel` can stop. The reaper
     /// removes an entry before it frees the `Op`, so a canceller holding this lock may pass

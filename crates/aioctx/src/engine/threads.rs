@@ -4,8 +4,13 @@
 //! A request is first tried on the submitting thread with `RWF_NOWAIT` when that cannot
 //! block (a buffered read whose pages are cached completes in about a microsecond instead
 //! of two cross-CPU wake-ups); otherwise it waits in its context's queue for a worker.
-//! Queued requests and polls can be cancelled; a request a worker is running cannot, and
-//! destroy waits for it.
+//! Polls, and reads and writes of pipes, FIFOs, sockets and character devices, wait for
+//! readiness in the poller instead, where no worker is held (see `poller.rs`): they never
+//! block a worker for a peer that may never come.
+//!
+//! Queued requests and everything waiting in the poller can be cancelled; a request a
+//! worker is running (I/O of a regular file or block device, which always finishes)
+//! cannot, and destroy waits for it.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -13,7 +18,7 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 
 use super::blocking::{perform, perform_with};
-use super::poller::{cancel_polls, start_poll};
+use super::poller::{cancel_polls, start_poll, start_transfer, waits_for_peer, HandOff};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
 use crate::context::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
@@ -171,28 +176,40 @@ impl Pool {
     }
 }
 
+impl Queue {
+    fn enqueue(self: &Arc<Queue>, request: Inflight) {
+        let mut state = lock(&self.state);
+        state.requests.push_back(request);
+        let newly_runnable = !state.scheduled;
+        state.scheduled = true;
+        pool().add_work(newly_runnable.then(|| Arc::clone(self)));
+    }
+}
+
 /// A context's face of the pool.
 pub(crate) struct ThreadsEngine {
     core: Arc<Core>,
     queue: Arc<Queue>,
+    /// Puts on this context's queue a file the poller found ready that only a blocking
+    /// transfer can move.
+    hand_off: HandOff,
 }
 
 impl ThreadsEngine {
     pub(crate) fn new(core: &Arc<Core>) -> ThreadsEngine {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+        });
+        let for_hand_off = Arc::clone(&queue);
         ThreadsEngine {
             core: Arc::clone(core),
-            queue: Arc::new(Queue {
-                state: Mutex::new(QueueState::default()),
-            }),
+            queue,
+            hand_off: Arc::new(move |request| for_hand_off.enqueue(request)),
         }
     }
 
     pub(crate) fn enqueue(&self, request: Inflight) {
-        let mut state = lock(&self.queue.state);
-        state.requests.push_back(request);
-        let newly_runnable = !state.scheduled;
-        state.scheduled = true;
-        pool().add_work(newly_runnable.then(|| Arc::clone(&self.queue)));
+        self.queue.enqueue(request);
     }
 
     /// Takes the queued requests `matches` selects (at most `limit`).
@@ -250,6 +267,9 @@ impl Engine for ThreadsEngine {
                 return Ok(());
             }
             _ => {}
+        }
+        if let Some(file) = waits_for_peer(&request.request) {
+            return start_transfer(&self.core, request, file, &self.hand_off);
         }
         if try_inline(&request) {
             let res = perform_with(&mut request.request, RwFlags::NOWAIT);
