@@ -130,12 +130,14 @@ impl FromStr for SimConfig {
                 "delay" => {
                     let (min, max) = range(value);
                     let parse = |text: &str| {
-                        parse_duration(text).filter(|d| *d <= MAX_DELAY).ok_or_else(|| {
-                            invalid(&format!(
-                                "'{item}': '{text}' is not a duration of at most 1 day \
+                        parse_duration(text)
+                            .filter(|d| *d <= MAX_DELAY)
+                            .ok_or_else(|| {
+                                invalid(&format!(
+                                    "'{item}': '{text}' is not a duration of at most 1 day \
                                  (0, 500ns, 250us, 2ms, 1s)"
-                            ))
-                        })
+                                ))
+                            })
                     };
                     config.min_delay = parse(min)?;
                     config.max_delay = parse(max)?;
@@ -147,7 +149,11 @@ impl FromStr for SimConfig {
                     config.latency = match value {
                         "uniform" => Latency::Uniform,
                         "tail" => Latency::Tail,
-                        _ => return Err(invalid(&format!("latency='{value}' is not uniform or tail"))),
+                        _ => {
+                            return Err(invalid(&format!(
+                                "latency='{value}' is not uniform or tail"
+                            )))
+                        }
                     }
                 }
                 "reorder" => {
@@ -228,7 +234,10 @@ impl fmt::Display for DurationText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nanos = self.0.as_nanos();
         let units = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")];
-        match units.iter().find(|(size, _)| nanos > 0 && nanos % size == 0) {
+        match units
+            .iter()
+            .find(|(size, _)| nanos > 0 && nanos % size == 0)
+        {
             Some((size, unit)) => write!(f, "{}{unit}", nanos / size),
             None => write!(f, "{nanos}ns"),
         }

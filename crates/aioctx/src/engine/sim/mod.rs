@@ -10,11 +10,12 @@
 //! `reorder` requests earlier). The clock moves by this rule only:
 //!
 //! - **Submitting never moves it.** A request with no latency is due at once.
-//! - **A reap that would wait moves it.** When get_events has fewer events than it needs
-//!   and would sleep, the clock jumps to the next due time and the requests due then run
-//!   (really, against their files) and complete in (due time, submit order); the reap
-//!   repeats that until it has its events or nothing can complete. A reap that does not
-//!   wait (a zero timeout, or enough events already there) takes only what is due now.
+//! - **Each reap moves it one step.** Every get_events call, and every time a get_events
+//!   that has fewer events than it needs would sleep, runs what is due now or, if nothing
+//!   is, moves the clock to the next due time and runs what is due then: the requests run
+//!   (really, against their files) and complete in (due time, submit order). A get_events
+//!   that needs more steps takes them at once, without sleeping; it sleeps only when nothing
+//!   can complete (stuck requests, pipes without a peer, polls).
 //! - **Destroy and cancel** complete what they take with `-ECANCELED` and leave the clock.
 //!
 //! So one thread's sequence of calls and the seed fix the order, the faults and the results,
@@ -152,11 +153,10 @@ struct MachineState {
     /// Stuck requests: only cancel or destroy completes them.
     stuck: Vec<Inflight>,
     /// Pipe and socket transfers that came due but would block: waiting for their peer.
-    parked: Vec<Inflight>,
+    parked: Vec<Pending>,
     /// Due times of the latest requests, for the `reorder` bound.
     recent_due: VecDeque<u64>,
-    /// A reaper found too few events and is about to wait: its next reap moves the clock.
-    caller_waits: bool,
+    reorder_floor: u64,
     /// The last call into any context of the machine (for the eventfd rule only).
     last_call: Instant,
     /// Whether the background thread serves this machine.
@@ -188,7 +188,7 @@ impl SimMachine {
                 stuck: Vec::new(),
                 parked: Vec::new(),
                 recent_due: VecDeque::new(),
-                caller_waits: false,
+                reorder_floor: 0,
                 last_call: Instant::now(),
                 served: false,
                 executed: 0,
@@ -259,10 +259,13 @@ impl Machine {
     fn serve(&self) -> bool {
         let mut state = self.lock_state();
         state.retry_parked(&self.faults);
-        let with_eventfd = state.pending.values().any(|p| p.request.request.resfd.is_some());
+        let with_eventfd = state
+            .pending
+            .values()
+            .any(|p| p.request.request.resfd.is_some());
         if with_eventfd && state.last_call.elapsed() >= IDLE {
             while !state.pending.is_empty() && !state.crashed {
-                state.step(true, &self.faults);
+                state.step(&self.faults);
             }
         }
         let needed = !state.parked.is_empty() || with_eventfd;
@@ -281,40 +284,46 @@ impl MachineState {
         };
         let mut due = self.now.saturating_add(delay);
         if let Some(window) = config.reorder {
-            let window = usize::try_from(window).unwrap_or(usize::MAX).saturating_add(1);
+            // Not before any request submitted more than `window` earlier: `floor` is the
+            // latest due time of those.
+            let window = usize::try_from(window)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
             if self.recent_due.len() >= window {
-                due = due.max(self.recent_due[self.recent_due.len() - window]);
+                if let Some(left) = self.recent_due.pop_front() {
+                    self.reorder_floor = self.reorder_floor.max(left);
+                }
             }
+            due = due.max(self.reorder_floor);
             self.recent_due.push_back(due);
-            while self.recent_due.len() > window {
-                self.recent_due.pop_front();
-            }
         }
-        self.pending.insert((due, self.seq), Pending { request, outcome });
+        self.pending
+            .insert((due, self.seq), Pending { request, outcome });
         self.seq += 1;
     }
 
     /// Draws the fate of a new request; None: it is stuck.
     fn outcome(&mut self, config: &SimConfig, opcode: Opcode, len: usize) -> Option<Outcome> {
         let data = opcode.is_read() || opcode.is_write();
-        Some(if (data || opcode.is_sync()) && self.rng.chance(config.eio) {
-            Outcome::Fail(libc::EIO)
-        } else if opcode.is_write() && self.rng.chance(config.enospc) {
-            Outcome::Fail(libc::ENOSPC)
-        } else if data && len >= 2 && self.rng.chance(config.short) {
-            Outcome::Short(self.rng.between(1, len as u64 - 1) as usize)
-        } else if self.rng.chance(config.stuck) {
-            return None;
-        } else {
-            Outcome::Run
-        })
+        Some(
+            if (data || opcode.is_sync()) && self.rng.chance(config.eio) {
+                Outcome::Fail(libc::EIO)
+            } else if opcode.is_write() && self.rng.chance(config.enospc) {
+                Outcome::Fail(libc::ENOSPC)
+            } else if data && len >= 2 && self.rng.chance(config.short) {
+                Outcome::Short(self.rng.between(1, len as u64 - 1) as usize)
+            } else if self.rng.chance(config.stuck) {
+                return None;
+            } else {
+                Outcome::Run
+            },
+        )
     }
 
-    /// Runs what is due now; if nothing was and `advance`, moves the clock to the next due
-    /// time and runs what is due then.
-    fn step(&mut self, advance: bool, faults: &AtomicU64) {
-        let ran = self.run_due(faults);
-        if ran == 0 && advance {
+    /// Runs what is due now; if nothing was, moves the clock to the next due time and runs
+    /// what is due then.
+    fn step(&mut self, faults: &AtomicU64) {
+        if self.run_due(faults) == 0 {
             if let Some((&(due, _), _)) = self.pending.first_key_value() {
                 self.now = self.now.max(due);
                 self.run_due(faults);
@@ -338,8 +347,8 @@ impl MachineState {
                 let _ = self.crash(Some(pending.request));
                 break;
             }
-            if let Some(request) = self.execute(pending, faults) {
-                self.parked.push(request);
+            if let Some(pending) = self.execute(pending, faults) {
+                self.parked.push(pending);
             }
         }
         ran
@@ -347,20 +356,16 @@ impl MachineState {
 
     /// Tries the transfers waiting for their peer again; those still waiting stay.
     fn retry_parked(&mut self, faults: &AtomicU64) {
-        for request in std::mem::take(&mut self.parked) {
-            let pending = Pending {
-                request,
-                outcome: Outcome::Run,
-            };
-            if let Some(request) = self.execute(pending, faults) {
-                self.parked.push(request);
+        for pending in std::mem::take(&mut self.parked) {
+            if let Some(pending) = self.execute(pending, faults) {
+                self.parked.push(pending);
             }
         }
     }
 
     /// Runs a due request and completes it; gives it back if it is a pipe or socket
     /// transfer that would block.
-    fn execute(&mut self, pending: Pending, faults: &AtomicU64) -> Option<Inflight> {
+    fn execute(&mut self, pending: Pending, faults: &AtomicU64) -> Option<Pending> {
         let Pending {
             mut request,
             outcome,
@@ -390,7 +395,7 @@ impl MachineState {
         }
         let res = perform_up_to(&mut request.request, extra, limit);
         if stream && res == -(libc::EAGAIN as i64) {
-            return Some(request);
+            return Some(Pending { request, outcome });
         }
         let res = self.note_durable(&request, write, res);
         if matches!(outcome, Outcome::Short(_)) && res >= 0 {
@@ -432,9 +437,7 @@ impl MachineState {
             return res;
         }
         let noted = match (write, &request.request.file) {
-            (Some((file, offset, _, true)), _) => {
-                self.disk.made_durable(&file, offset, res as u64)
-            }
+            (Some((file, offset, _, true)), _) => self.disk.made_durable(&file, offset, res as u64),
             (None, Some(file)) if request.request.opcode.is_sync() => self.disk.synced(file),
             _ => Ok(()),
         };
@@ -452,9 +455,17 @@ impl MachineState {
         }
         self.crashed = true;
         let mut in_flight: Vec<Inflight> = starting.into_iter().collect();
-        in_flight.extend(std::mem::take(&mut self.pending).into_values().map(|p| p.request));
+        in_flight.extend(
+            std::mem::take(&mut self.pending)
+                .into_values()
+                .map(|p| p.request),
+        );
         in_flight.append(&mut self.stuck);
-        in_flight.append(&mut self.parked);
+        in_flight.extend(
+            std::mem::take(&mut self.parked)
+                .into_iter()
+                .map(|p| p.request),
+        );
         let mut landing = Vec::new();
         for request in &mut in_flight {
             if let Some(land) = self.torn_write(request) {
@@ -564,14 +575,20 @@ impl SimEngine {
             .filter_map(|key| state.pending.remove(key))
             .map(|p| p.request)
             .collect();
-        for list in [&mut state.stuck, &mut state.parked] {
-            let mut at = 0;
-            while at < list.len() && taken.len() < limit {
-                if mine(&list[at]) {
-                    taken.push(list.remove(at));
-                } else {
-                    at += 1;
-                }
+        let mut at = 0;
+        while at < state.parked.len() && taken.len() < limit {
+            if mine(&state.parked[at].request) {
+                taken.push(state.parked.remove(at).request);
+            } else {
+                at += 1;
+            }
+        }
+        let mut at = 0;
+        while at < state.stuck.len() && taken.len() < limit {
+            if mine(&state.stuck[at]) {
+                taken.push(state.stuck.remove(at));
+            } else {
+                at += 1;
             }
         }
         taken
@@ -610,11 +627,17 @@ impl Engine for SimEngine {
         }
         let r = &request.request;
         let eventfd = r.resfd.is_some();
+        // Pipes and sockets wait for a real peer, outside virtual time: they go straight
+        // to the transfers the background thread retries (their faults are still drawn).
+        let stream = (r.opcode.is_read() || r.opcode.is_write()) && !r.mode.regular;
         match state.outcome(config, r.opcode, r.buffers.total_len()) {
+            Some(outcome @ (Outcome::Run | Outcome::Short(_))) if stream => {
+                state.parked.push(Pending { request, outcome })
+            }
             Some(outcome) => state.queue(config, request, outcome),
             None => state.stuck.push(request),
         }
-        if eventfd {
+        if eventfd || !state.parked.is_empty() {
             self.ensure_served(&mut state);
         }
         Ok(())
@@ -631,11 +654,9 @@ impl Engine for SimEngine {
     }
 
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
-        let mut state = self.machine.lock_state();
-        if state.pending.is_empty() {
+        if self.machine.lock_state().pending.is_empty() {
             return None;
         }
-        state.caller_waits = true;
         always_ready()
     }
 
@@ -644,8 +665,7 @@ impl Engine for SimEngine {
         let mut state = self.machine.lock_state();
         state.last_call = Instant::now();
         state.retry_parked(faults);
-        let advance = std::mem::take(&mut state.caller_waits);
-        state.step(advance, faults);
+        state.step(faults);
         if !state.parked.is_empty() {
             self.ensure_served(&mut state);
         }
