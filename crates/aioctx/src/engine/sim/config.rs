@@ -108,7 +108,7 @@ fn number(key: &str, value: &str) -> io::Result<u64> {
 }
 
 /// `a..b`, or a single value for both ends.
-fn range<'a>(value: &'a str) -> (&'a str, &'a str) {
+fn range(value: &str) -> (&str, &str) {
     value.split_once("..").unwrap_or((value, value))
 }
 
@@ -236,7 +236,7 @@ impl fmt::Display for DurationText {
         let units = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")];
         match units
             .iter()
-            .find(|(size, _)| nanos > 0 && nanos % size == 0)
+            .find(|(size, _)| nanos > 0 && nanos.is_multiple_of(*size))
         {
             Some((size, unit)) => write!(f, "{}{unit}", nanos / size),
             None => write!(f, "{nanos}ns"),
