@@ -112,7 +112,7 @@ fn short_transfers_move_a_true_prefix() {
 
 #[test]
 fn a_reap_moves_the_virtual_clock_to_the_next_due_time() {
-    let machine = SimMachine::new(config("delay=300ms"));
+    let machine = SimMachine::new(config("delay=300ms,idle=off"));
     let ctx = machine.context(16).unwrap();
     ctx.submit_one(Request::noop().data(1)).unwrap();
     ctx.submit_one(Request::noop().data(2)).unwrap();
@@ -208,7 +208,9 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-const TRACE_CONFIG: &str = "seed=11,eio=0.05,enospc=0.03,short=0.05,delay=10us..5ms,latency=tail";
+/// `idle=off`: only the caller's calls move the clock, however long the load stalls it.
+const TRACE_CONFIG: &str =
+    "seed=11,eio=0.05,enospc=0.03,short=0.05,delay=10us..5ms,latency=tail,idle=off";
 
 /// Busy loops in other processes, killed on drop.
 struct Load(Vec<std::process::Child>);
@@ -321,7 +323,7 @@ fn reorder_bound_limits_how_many_later_requests_overtake() {
 
 #[test]
 fn tail_latency_puts_most_requests_near_the_minimum() {
-    let machine = SimMachine::new(config("seed=9,delay=0..1s,latency=tail"));
+    let machine = SimMachine::new(config("seed=9,delay=0..1s,latency=tail,idle=off"));
     let ctx = machine.context(1024).unwrap();
     let mut batch: Vec<Request> = (0..1000).map(|i| Request::noop().data(i)).collect();
     ctx.submit(&mut batch).unwrap();
@@ -349,6 +351,28 @@ fn virtual_delays_cost_no_real_time() {
     let started = std::time::Instant::now();
     assert_eq!(ctx.get_events(1, 1, None).unwrap()[0].data, 1);
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn an_idle_machine_runs_its_clock_for_callers_that_wait_elsewhere() {
+    let ctx = Context::simulated(16, config("delay=1s")).unwrap();
+    ctx.submit_one(Request::noop().data(1)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ctx.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle rule ran the clock"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let strict = Context::simulated(16, config("delay=1s,idle=off")).unwrap();
+    strict.submit_one(Request::noop().data(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        strict.in_flight(),
+        1,
+        "with idle=off only calls move the clock"
+    );
 }
 
 #[test]
@@ -429,6 +453,8 @@ fn the_replay_line_parses_back_to_the_same_configuration() {
         TRACE_CONFIG,
         "seed=3,stuck=0.1,delay=0..0,reorder=2,crash=5..90,sector=4096",
         "seed=18446744073709551615,eio=0.1234567,delay=1500ns..2s,crash=7",
+        "idle=off",
+        "idle=250us",
     ] {
         let config = config(text);
         let line = config.to_string();
@@ -462,6 +488,8 @@ fn degenerate_configurations_are_errors_never_panics() {
         "crash=0",
         "crash=9..3",
         "sector=1000",
+        "idle=forever",
+        "idle=2d",
         "latency=cauchy",
         "=",
         ",,=,,",
@@ -585,7 +613,7 @@ fn crash_once(text: &str) -> u8 {
 fn after_a_crash_exactly_the_synced_data_survives() {
     for sector in [512, 4096] {
         let fates: Vec<u8> = (0..30)
-            .map(|seed| crash_once(&format!("seed={seed},sector={sector}")))
+            .map(|seed| crash_once(&format!("seed={seed},sector={sector},idle=off")))
             .collect();
         for fate in 0..3 {
             assert!(fates.contains(&fate), "fate {fate} never drawn: {fates:?}");

@@ -29,7 +29,7 @@ pub enum CrashAt {
 }
 
 /// What the simulator injects, and its seed. Parsed from `AIOCTX_SIM`, e.g.
-/// `seed=7,eio=0.01,enospc=0.01,short=0.05,delay=10us..2ms,latency=tail,crash=1..50`;
+/// `seed=7,eio=0.01,enospc=0.01,short=0.05,delay=10us..2ms,latency=tail,crash=1..50,idle=off`;
 /// `Display` prints every field in the same syntax, and parsing that line gives the same
 /// configuration back (the replay line).
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +54,10 @@ pub struct SimConfig {
     pub crash: Option<CrashAt>,
     /// The unit a write in flight at a crash is torn at: 512 or 4096 bytes.
     pub sector: u32,
+    /// How long the machine waits, in real time, for a call before its clock runs by itself
+    /// (for callers that wait outside aioctx: on an eventfd, or reading the ring). None
+    /// (`idle=off`): only calls move the clock, unconditionally reproducible.
+    pub idle: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -70,6 +74,7 @@ impl Default for SimConfig {
             reorder: None,
             crash: None,
             sector: 512,
+            idle: Some(Duration::from_millis(50)),
         }
     }
 }
@@ -182,6 +187,18 @@ impl FromStr for SimConfig {
                         _ => return Err(invalid(&format!("sector='{value}' is not 512 or 4096"))),
                     }
                 }
+                "idle" => {
+                    config.idle = match value {
+                        "off" => None,
+                        _ => Some(
+                            parse_duration(value)
+                                .filter(|d| *d <= MAX_DELAY)
+                                .ok_or_else(|| {
+                                    invalid(&format!("idle='{value}' is off or a duration"))
+                                })?,
+                        ),
+                    }
+                }
                 _ => return Err(invalid(&format!("unknown key '{key}'"))),
             }
         }
@@ -223,7 +240,11 @@ impl fmt::Display for SimConfig {
             Some(CrashAt::Request(n)) => write!(f, ",crash={n}")?,
             Some(CrashAt::Between(a, b)) => write!(f, ",crash={a}..{b}")?,
         }
-        write!(f, ",sector={}", self.sector)
+        write!(f, ",sector={}", self.sector)?;
+        match self.idle {
+            None => f.write_str(",idle=off"),
+            Some(idle) => write!(f, ",idle={}", DurationText(idle)),
+        }
     }
 }
 

@@ -21,15 +21,20 @@
 //! So one thread's sequence of calls and the seed fix the order, the faults and the results,
 //! whatever the machine's speed or load and whatever `AIOCTX_WORKERS` says: no wall clock,
 //! no worker thread is involved. Outside that guarantee, by nature: pipes, sockets and
-//! polls (they wait for a real peer), and requests with an eventfd, whose caller may wait on
-//! the eventfd instead of get_events: if a machine with such requests pending sees no call
-//! for 10 ms, the clock runs until nothing more can complete.
+//! polls (they wait for a real peer). And one rule for callers that wait outside aioctx (on
+//! an eventfd, or reading the ring as QEMU and fio's `userspace_reap` do): if a machine with
+//! requests that can complete sees no call for `idle` of real time (default 50 ms), its
+//! clock runs until nothing more can complete. A caller that reaps through get_events never
+//! leaves the machine idle that long unless it pauses (or is descheduled) for that long with
+//! requests pending; `idle=off` turns the rule off and makes the guarantee unconditional.
 //!
 //! Nothing runs per context: a context on the simulator has no thread and no descriptor of
-//! its own. One thread per process (see `background.rs`) retries pipe and socket transfers
-//! under `RWF_NOWAIT` (so they never block, stay cancellable, and a get_events waiting only
-//! for them really sleeps until its timeout or their completion) and serves the eventfd
-//! rule; polls wait in the process's poller.
+//! its own. Requests run on the thread that reaps, under the machine's lock. Pipe and socket
+//! transfers skip the clock: from submit on, one thread per process (see `background.rs`)
+//! and every reap retry them under `RWF_NOWAIT` (so they never block and stay cancellable,
+//! and a get_events waiting only for them really sleeps until its timeout or their
+//! completion); that thread also serves the idle rule. Polls wait in the process's
+//! poller.
 //!
 //! # Power loss
 //!
@@ -69,10 +74,6 @@ mod disk;
 
 pub use config::{CrashAt, Latency, SimConfig};
 use disk::Disk;
-
-/// How long a machine with eventfd requests pending may go without a call before its clock
-/// runs by itself (see the module doc).
-const IDLE: Duration = Duration::from_millis(10);
 
 /// SplitMix64: small, fast, and the same sequence everywhere for a seed.
 struct Rng(u64);
@@ -157,7 +158,7 @@ struct MachineState {
     /// Due times of the latest requests, for the `reorder` bound.
     recent_due: VecDeque<u64>,
     reorder_floor: u64,
-    /// The last call into any context of the machine (for the eventfd rule only).
+    /// The last call into any context of the machine (for the idle rule only).
     last_call: Instant,
     /// Whether the background thread serves this machine.
     served: bool,
@@ -254,21 +255,20 @@ impl Machine {
         lock(&self.state)
     }
 
-    /// The background thread's round: retry parked transfers, apply the eventfd rule.
+    /// The background thread's round: retry parked transfers, apply the idle rule.
     /// Returns whether the machine still needs the thread.
     fn serve(&self) -> bool {
         let mut state = self.lock_state();
         state.retry_parked(&self.faults);
-        let with_eventfd = state
-            .pending
-            .values()
-            .any(|p| p.request.request.resfd.is_some());
-        if with_eventfd && state.last_call.elapsed() >= IDLE {
-            while !state.pending.is_empty() && !state.crashed {
-                state.step(&self.faults);
+        if let Some(idle) = self.config.idle {
+            if state.last_call.elapsed() >= idle {
+                while !state.pending.is_empty() && !state.crashed {
+                    state.step(&self.faults);
+                }
             }
         }
-        let needed = !state.parked.is_empty() || with_eventfd;
+        let idling = self.config.idle.is_some() && !state.pending.is_empty();
+        let needed = !state.parked.is_empty() || idling;
         state.served = needed;
         needed
     }
@@ -626,7 +626,6 @@ impl Engine for SimEngine {
             return start_poll(request);
         }
         let r = &request.request;
-        let eventfd = r.resfd.is_some();
         // Pipes and sockets wait for a real peer, outside virtual time: they go straight
         // to the transfers the background thread retries (their faults are still drawn).
         let stream = (r.opcode.is_read() || r.opcode.is_write()) && !r.mode.regular;
@@ -637,7 +636,8 @@ impl Engine for SimEngine {
             Some(outcome) => state.queue(config, request, outcome),
             None => state.stuck.push(request),
         }
-        if eventfd || !state.parked.is_empty() {
+        let idling = config.idle.is_some() && !state.pending.is_empty();
+        if idling || !state.parked.is_empty() {
             self.ensure_served(&mut state);
         }
         Ok(())
