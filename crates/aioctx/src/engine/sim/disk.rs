@@ -9,9 +9,10 @@
 //! raises the durable size. A crash replays the undo records newest first (bytes that were
 //! beyond the end of the file come back as zeros) and truncates each file to its durable
 //! size, so what is left on the real file is exactly what was made durable. Each file is
-//! reached through a descriptor of the machine's own (`/proc/self/fd`, without `O_DIRECT`),
-//! opened on first touch and kept until the machine goes, so the crash can restore files the
-//! caller has closed.
+//! reached through a descriptor of the simulator's own (`/proc/self/fd`, without
+//! `O_DIRECT`), opened on first touch and kept until the machine goes, so the crash can
+//! restore files the caller has closed; machines share it (one per file in the process, not
+//! one per context).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::sync::lock;
 
 /// The bytes a write replaced: `old` at `offset`, then zeros up to `len` (bytes the file
 /// did not have).
@@ -51,8 +55,8 @@ impl Undo {
 }
 
 struct FileLog {
-    /// The machine's own descriptor of the file.
-    handle: File,
+    /// The simulator's own descriptor of the file.
+    handle: Arc<File>,
     durable_len: u64,
     /// Unsynced writes' pre-images, oldest first.
     undo: Vec<Undo>,
@@ -81,10 +85,7 @@ impl Disk {
         Ok(match self.files.entry(key_of(file)?) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let handle = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+                let handle = shared_handle(*entry.key(), file)?;
                 let durable_len = handle.metadata()?.len();
                 entry.insert(FileLog {
                     handle,
@@ -165,6 +166,29 @@ impl Disk {
         log.durable_len = log.durable_len.max(offset + data.len() as u64);
         Ok(())
     }
+}
+
+/// The process's descriptor of the file `key` names, opened through `file` if there is
+/// none. (An inode number cannot be reused while a descriptor holds the inode.)
+fn shared_handle(key: (u64, u64), file: &File) -> io::Result<Arc<File>> {
+    static HANDLES: Mutex<Vec<((u64, u64), Weak<File>)>> = Mutex::new(Vec::new());
+    let mut handles = lock(&HANDLES);
+    handles.retain(|(_, weak)| weak.strong_count() > 0);
+    if let Some(handle) = handles
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, weak)| weak.upgrade())
+    {
+        return Ok(handle);
+    }
+    let handle = Arc::new(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))?,
+    );
+    handles.push((key, Arc::downgrade(&handle)));
+    Ok(handle)
 }
 
 fn roll_back_file(log: &mut FileLog) -> io::Result<()> {
