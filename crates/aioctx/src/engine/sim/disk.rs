@@ -62,13 +62,16 @@ struct FileLog {
     undo: Vec<Undo>,
 }
 
-/// Files by (device, inode): every descriptor of one file shares its log.
+/// (device, inode): what names a file, whichever descriptor reaches it.
+type FileKey = (u64, u64);
+
+/// Files by key: every descriptor of one file shares its log.
 #[derive(Default)]
 pub(super) struct Disk {
-    files: HashMap<(u64, u64), FileLog>,
+    files: HashMap<FileKey, FileLog>,
 }
 
-fn key_of(file: &File) -> io::Result<(u64, u64)> {
+fn key_of(file: &File) -> io::Result<FileKey> {
     let meta = file.metadata()?;
     Ok((meta.dev(), meta.ino()))
 }
@@ -170,8 +173,8 @@ impl Disk {
 
 /// The process's descriptor of the file `key` names, opened through `file` if there is
 /// none. (An inode number cannot be reused while a descriptor holds the inode.)
-fn shared_handle(key: (u64, u64), file: &File) -> io::Result<Arc<File>> {
-    static HANDLES: Mutex<Vec<((u64, u64), Weak<File>)>> = Mutex::new(Vec::new());
+fn shared_handle(key: FileKey, file: &File) -> io::Result<Arc<File>> {
+    static HANDLES: Mutex<Vec<(FileKey, Weak<File>)>> = Mutex::new(Vec::new());
     let mut handles = lock(&HANDLES);
     handles.retain(|(_, weak)| weak.strong_count() > 0);
     if let Some(handle) = handles
