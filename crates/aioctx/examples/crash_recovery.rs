@@ -9,7 +9,9 @@
 //! count is 0 at every crash point; without it the sweep catches the log losing records it
 //! had acknowledged.
 //!
-//! `cargo run --release -p aioctx --example crash_recovery`
+//! `cargo run --release -p aioctx --example crash_recovery` runs the sweep;
+//! `... --example crash_recovery -- --replay '<line>' [--without-fsync]` runs one crash point
+//! again from the replay line the sweep printed, and says what was acknowledged and lost.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -93,11 +95,25 @@ fn recover(path: &Path) -> io::Result<Vec<u64>> {
         .collect())
 }
 
-/// One run with power lost at `point`; returns the acknowledged records lost.
-fn crash_at(fsync: bool, point: u64, path: &Path) -> io::Result<(u64, String)> {
-    let config: SimConfig = format!("seed={point},delay=0..1ms,crash={point}").parse()?;
+/// What one run found: the records acknowledged, and those recovered after the crash.
+struct Run {
+    acknowledged: Vec<u64>,
+    recovered: Vec<u64>,
+}
+
+impl Run {
+    fn lost(&self) -> u64 {
+        let lost = self
+            .acknowledged
+            .iter()
+            .filter(|id| !self.recovered.contains(id));
+        lost.count() as u64
+    }
+}
+
+/// One run of the log on a machine with `config`, then power loss, then recovery.
+fn run_once(fsync: bool, config: SimConfig, path: &Path) -> io::Result<Run> {
     let machine = SimMachine::new(config);
-    let line = machine.replay_line();
     File::create(path)?;
     let file = Arc::new(OpenOptions::new().read(true).write(true).open(path)?);
     let ctx = machine.context(8)?;
@@ -106,11 +122,18 @@ fn crash_at(fsync: bool, point: u64, path: &Path) -> io::Result<(u64, String)> {
     machine.crash()?;
     drop(ctx);
     let recovered = recover(path)?;
-    let lost = acknowledged
-        .iter()
-        .filter(|id| !recovered.contains(id))
-        .count();
-    Ok((lost as u64, line))
+    Ok(Run {
+        acknowledged,
+        recovered,
+    })
+}
+
+/// One run with power lost at `point`; returns the acknowledged records lost and the run's
+/// replay line.
+fn crash_at(fsync: bool, point: u64, path: &Path) -> io::Result<(u64, String)> {
+    let config: SimConfig = format!("seed={point},delay=0..1ms,crash={point}").parse()?;
+    let line = config.to_string();
+    Ok((run_once(fsync, config, path)?.lost(), line))
 }
 
 /// Crashes a run of the log at each of `points` points, with or without its fsync.
@@ -142,7 +165,32 @@ fn scratch(fsync: bool) -> PathBuf {
     std::env::temp_dir().join(name)
 }
 
+/// `--replay <line> [--without-fsync]`: the one run the line describes.
+fn replay(args: &[String]) -> io::Result<()> {
+    let line = args
+        .get(1)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "--replay needs a line"))?;
+    let fsync = !args.iter().any(|a| a == "--without-fsync");
+    let config: SimConfig = line.trim_start_matches("AIOCTX_SIM=").parse()?;
+    let path = scratch(fsync);
+    let run = run_once(fsync, config, &path);
+    let _ = std::fs::remove_file(&path);
+    let run = run?;
+    println!("acknowledged: {:?}", run.acknowledged);
+    println!("recovered: {:?}", run.recovered);
+    println!("lost: {}", run.lost());
+    Ok(())
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--replay") {
+        if let Err(e) = replay(&args) {
+            eprintln!("crash_recovery: {e}");
+            std::process::exit(2);
+        }
+        return;
+    }
     // With fsync the run has 2 requests per record, without it 1: sweep both over every point.
     let points = 2 * RECORDS + 1;
     for (fsync, name) in [(true, "with fsync"), (false, "without fsync")] {
