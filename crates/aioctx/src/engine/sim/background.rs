@@ -1,9 +1,9 @@
 //! The simulator's one thread for the whole process (no thread or descriptor per context):
-//! it retries pipe and socket transfers waiting for their peer, and moves the clock of a
-//! machine whose requests carry an eventfd once the program has left it idle (a caller
-//! that waits on the eventfd, not in get_events, would otherwise wait forever).
+//! it retries pipe and socket transfers waiting for their peer, and applies the idle rule
+//! (see the module doc) to machines a caller has left alone.
 
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use super::Machine;
@@ -14,34 +14,53 @@ const ROUND: Duration = Duration::from_millis(5);
 
 struct Served {
     machines: Vec<Weak<Machine>>,
-    /// The process the thread runs in (a forked child starts without one).
-    thread_pid: Option<u32>,
+    thread_running: bool,
 }
 
+/// The thread's list, for one process: a forked child makes its own (its parent's lock may
+/// have been held by a thread the child does not have), and leaks the parent's.
 struct Background {
+    pid: u32,
     served: Mutex<Served>,
     changed: Condvar,
 }
 
 fn background() -> &'static Background {
-    static BACKGROUND: OnceLock<Background> = OnceLock::new();
-    BACKGROUND.get_or_init(|| Background {
+    static CURRENT: AtomicPtr<Background> = AtomicPtr::new(std::ptr::null_mut());
+    let pid = std::process::id();
+    let current = CURRENT.load(Ordering::Acquire);
+    // SAFETY: a published Background is leaked, never freed: the pointer stays valid.
+    if let Some(found) = unsafe { current.as_ref() } {
+        if found.pid == pid {
+            return found;
+        }
+    }
+    let fresh = Box::into_raw(Box::new(Background {
+        pid,
         served: Mutex::new(Served {
             machines: Vec::new(),
-            thread_pid: None,
+            thread_running: false,
         }),
         changed: Condvar::new(),
-    })
+    }));
+    match CURRENT.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: just published, and leaked from now on.
+        Ok(_) => unsafe { &*fresh },
+        Err(other) => {
+            // SAFETY: `fresh` was never published; `other` was, and is leaked.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                &*other
+            }
+        }
+    }
 }
 
 /// Has the thread serve `machine` until it needs nothing (see `Machine::serve`).
 pub(super) fn serve(machine: &Arc<Machine>) {
     let background = background();
     let mut served = lock(&background.served);
-    let pid = std::process::id();
-    if served.thread_pid != Some(pid) {
-        // The parent's machines are dead in a forked child.
-        served.machines.clear();
+    if !served.thread_running {
         if std::thread::Builder::new()
             .name("aioctx-sim".into())
             .spawn(move || run(background))
@@ -49,7 +68,7 @@ pub(super) fn serve(machine: &Arc<Machine>) {
         {
             return;
         }
-        served.thread_pid = Some(pid);
+        served.thread_running = true;
     }
     served.machines.push(Arc::downgrade(machine));
     background.changed.notify_one();
