@@ -431,7 +431,7 @@ fn live_sim_contexts_cost_no_thread_or_fd() {
     warm.submit_one(Request::noop()).unwrap();
     warm.get_events(1, 1, FIVE_SECONDS).unwrap();
     let (threads, fds) = (threads_of_this_process(), fds_of_this_process());
-    let contexts: Vec<Context> = (0..2_000)
+    let contexts: Vec<Context> = (0..10_000)
         .map(|_| Context::simulated(4, config("seed=1")).unwrap())
         .collect();
     for ctx in contexts.iter().step_by(100) {
