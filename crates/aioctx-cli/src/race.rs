@@ -6,6 +6,13 @@
 //! returns while a read is still in flight lets the read land on the canary later; before
 //! the memory is used again (and once more at the end) the canary is checked. Every 4 KiB
 //! block found changed is a late write.
+//!
+//! On the simulator each thread runs its own `SimMachine`, with the faults `AIOCTX_SIM` asks
+//! for or, if it is unset, `eio=0.02,short=0.02` (seeded by the thread's index): each round
+//! also waits for some of its reads, so the faults are injected, and checks that each
+//! one surfaced in its request's event. The report then says `faults: <F>` (injected) and
+//! `lost: <L>` (injected faults that surfaced in no event, plus requests that produced no
+//! event at all); injected faults are not race errors.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
@@ -16,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{Context, EngineKind, Request, SharedMem};
+use aioctx::{Context, EngineKind, Request, SharedMem, SimConfig, SimMachine};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const BLOCK: usize = 4096;
@@ -27,6 +34,8 @@ const CANARY: u64 = 0xc3c3_c3c3_c3c3_c3c3;
 /// Regions each thread rotates through, so a region's canary is checked an iteration or
 /// more after it was written, giving late writes time to land.
 const REGIONS: usize = 4;
+/// The simulator's faults when `AIOCTX_SIM` names none.
+const SIM_FAULTS: &str = "eio=0.02,short=0.02";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,6 +74,9 @@ struct Tally {
     destroys: AtomicU64,
     late_writes: AtomicU64,
     errors: AtomicU64,
+    /// Faults the simulator injected, and those that did not surface in an event.
+    faults: AtomicU64,
+    lost: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
@@ -78,7 +90,11 @@ impl Tally {
     }
 
     /// Prints the result line (and the first error), and the exit status it means.
-    fn report(&self) -> ExitCode {
+    fn report(&self, sim: bool) -> ExitCode {
+        if sim {
+            println!("faults: {}", self.faults.load(Ordering::Relaxed));
+            println!("lost: {}", self.lost.load(Ordering::Relaxed));
+        }
         println!("{}", self.line());
         if let Some(e) = self
             .first_error
@@ -89,7 +105,8 @@ impl Tally {
             eprintln!("race: first error: {e}");
         }
         let clean = self.late_writes.load(Ordering::Relaxed) == 0
-            && self.errors.load(Ordering::Relaxed) == 0;
+            && self.errors.load(Ordering::Relaxed) == 0
+            && self.lost.load(Ordering::Relaxed) == 0;
         if clean {
             ExitCode::SUCCESS
         } else {
@@ -117,6 +134,14 @@ pub fn run(args: Args) -> ExitCode {
         eprintln!("aioctx: engine {kind} cannot run here: {e}");
         return ExitCode::FAILURE;
     }
+    let resolved = kind.resolve();
+    let sim = match (resolved == EngineKind::Sim).then(sim_config).transpose() {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("aioctx: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let data = match DataFile::create(&dir, args.direct) {
         Ok(data) => data,
@@ -125,7 +150,6 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let resolved = kind.resolve();
     eprintln!(
         "race: engine {resolved}, {} threads, depth {}, {}{}",
         args.threads,
@@ -137,11 +161,45 @@ pub fn run(args: Args) -> ExitCode {
     std::thread::scope(|s| {
         for seed in 0..args.threads {
             let (tally, file) = (&tally, &data.file);
-            s.spawn(move || race_thread(resolved, args.depth, file, until, seed, tally));
+            let engine = match &sim {
+                Some(config) => {
+                    let config = SimConfig {
+                        seed: config.seed.wrapping_add(u64::from(seed)),
+                        ..config.clone()
+                    };
+                    eprintln!("race: thread {seed} replays with AIOCTX_SIM={config}");
+                    Engine::Sim(SimMachine::new(config))
+                }
+                None => Engine::Real(resolved),
+            };
+            s.spawn(move || race_thread(&engine, args.depth, file, until, seed, tally));
         }
         report_progress(&tally, until, args.threads);
     });
-    tally.report()
+    tally.report(sim.is_some())
+}
+
+/// The simulator's configuration for the race: `AIOCTX_SIM`, else `SIM_FAULTS`.
+fn sim_config() -> std::io::Result<SimConfig> {
+    match std::env::var("AIOCTX_SIM") {
+        Ok(text) if !text.is_empty() => text.parse(),
+        _ => SIM_FAULTS.parse(),
+    }
+}
+
+/// Where a thread's contexts come from.
+enum Engine {
+    Real(EngineKind),
+    Sim(SimMachine),
+}
+
+impl Engine {
+    fn context(&self, depth: u32) -> std::io::Result<Context> {
+        match self {
+            Engine::Real(kind) => Context::with_engine(depth, *kind),
+            Engine::Sim(machine) => machine.context(depth),
+        }
+    }
 }
 
 /// When the run ends, from `--iterations` or `--seconds` (default 10 s); None if the
@@ -156,7 +214,7 @@ fn until(args: &Args) -> Option<Until> {
 }
 
 fn race_thread(
-    kind: EngineKind,
+    engine: &Engine,
     depth: u32,
     file: &Arc<File>,
     until: Until,
@@ -187,7 +245,7 @@ fn race_thread(
                 .fetch_add(changed_blocks(&regions[slot]), Ordering::Relaxed);
         }
         one_round(
-            kind,
+            engine,
             depth,
             file,
             &regions[slot],
@@ -210,7 +268,7 @@ fn race_thread(
 
 /// Set up, submit, (sometimes reap a little,) destroy, and paint the canary at once.
 fn one_round(
-    kind: EngineKind,
+    engine: &Engine,
     depth: u32,
     file: &Arc<File>,
     region: &Arc<SharedMem>,
@@ -218,7 +276,7 @@ fn one_round(
     iteration: usize,
     tally: &Tally,
 ) {
-    let ctx = match Context::with_engine(depth, kind) {
+    let ctx = match engine.context(depth) {
         Ok(ctx) => ctx,
         Err(e) => return tally.error("io_setup", e),
     };
@@ -235,7 +293,10 @@ fn one_round(
         Ok(n) => tally.error("io_submit", format!("accepted {n} of {depth}")),
         Err(e) => tally.error("io_submit", e),
     }
-    if iteration % 4 == 1 {
+    if let Engine::Sim(machine) = engine {
+        let wanted = rng.below(u64::from(depth) / 2 + 1) as usize;
+        reap_faults(&ctx, machine, wanted, depth as usize, tally);
+    } else if iteration % 4 == 1 {
         if let Err(e) = ctx.get_events(0, depth as usize / 2, Some(Duration::ZERO)) {
             tally.error("io_getevents", e);
         }
@@ -243,10 +304,37 @@ fn one_round(
     if let Err(e) = ctx.destroy() {
         tally.error("io_destroy", e);
     }
+    let stats = ctx.stats();
+    tally
+        .lost
+        .fetch_add(stats.submitted - stats.completed, Ordering::Relaxed);
     for word in region.words() {
         word.store(CANARY, Ordering::Relaxed);
     }
     tally.destroys.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Waits for `wanted` reads (on the simulator that runs them and injects their faults),
+/// takes every event there is, and counts the faults injected meanwhile that no event shows.
+fn reap_faults(ctx: &Context, machine: &SimMachine, wanted: usize, depth: usize, tally: &Tally) {
+    let before = machine.faults();
+    let mut surfaced = 0;
+    for (min, timeout) in [(wanted, Duration::from_secs(30)), (0, Duration::ZERO)] {
+        match ctx.get_events(min, depth, Some(timeout)) {
+            Ok(events) => {
+                surfaced += events
+                    .iter()
+                    .filter(|e| e.res != -(libc::ECANCELED as i64) && e.res < BLOCK as i64)
+                    .count() as u64
+            }
+            Err(e) => tally.error("io_getevents", e),
+        }
+    }
+    let injected = machine.faults() - before;
+    tally.faults.fetch_add(injected, Ordering::Relaxed);
+    tally
+        .lost
+        .fetch_add(injected.saturating_sub(surfaced), Ordering::Relaxed);
 }
 
 /// 4 KiB blocks of `region` whose canary changed.

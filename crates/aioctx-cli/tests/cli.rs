@@ -135,3 +135,35 @@ fn info_names_every_engine_and_auto_choice() {
     let text = aioctx(&["info"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("auto     -> {auto}")));
 }
+
+/// The number after `<name>: ` on a line of `aioctx race`'s stdout.
+fn race_count(output: &Output, name: &str) -> u64 {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no '{name}:' line in {stdout}"))
+}
+
+#[test]
+fn race_on_sim_injects_faults_and_loses_none() {
+    let output = Command::new(env!("CARGO_BIN_EXE_aioctx"))
+        .args(["race", "--engine", "sim", "--iterations", "2000"])
+        .env_remove("AIOCTX_SIM")
+        .output()
+        .expect("run aioctx");
+    let (destroys, late, errors) = race_tally(&output);
+    assert!(destroys >= 2000);
+    assert_eq!(
+        (late, errors),
+        (0, 0),
+        "injected faults are not race errors"
+    );
+    assert!(
+        race_count(&output, "faults") > 0,
+        "faults are on by default on sim"
+    );
+    assert_eq!(race_count(&output, "lost"), 0);
+    assert!(output.status.success());
+}

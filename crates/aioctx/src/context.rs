@@ -210,7 +210,7 @@ impl Context {
         })
     }
 
-    fn build(
+    pub(crate) fn build(
         nr_events: u32,
         open: impl FnOnce(&Arc<Core>) -> io::Result<Box<dyn Engine>>,
     ) -> io::Result<Context> {

@@ -39,7 +39,7 @@ pub mod sys;
 
 pub use buf::{AlignedBuf, Buf};
 pub use context::{Completion, Context, Stats, SubmitError};
-pub use engine::sim::SimConfig;
+pub use engine::sim::{CrashAt, Latency, SimConfig, SimMachine};
 pub use engine::{EngineKind, Probe};
 pub use lifecycle::State;
 pub use request::{Opcode, RawParts, Request, RwFlags};

@@ -1,0 +1,673 @@
+//! The simulator: a deterministic, fault-injecting engine for tests, of aioctx and of the
+//! storage engines built on it, with power loss.
+//!
+//! # Virtual time
+//!
+//! A [`SimMachine`] has one clock, in virtual nanoseconds, that never reads a real clock.
+//! Every request draws, at submit and in submit order, from a generator seeded by
+//! `SimConfig::seed`: its fault (`EIO`, `ENOSPC`, a short transfer, stuck) and its latency;
+//! it is due at the virtual now plus its latency (never before a request submitted more than
+//! `reorder` requests earlier). The clock moves by this rule only:
+//!
+//! - **Submitting never moves it.** A request with no latency is due at once.
+//! - **Each reap moves it one step.** Every get_events call, and every time a get_events
+//!   that has fewer events than it needs would sleep, runs what is due now or, if nothing
+//!   is, moves the clock to the next due time and runs what is due then: the requests run
+//!   (really, against their files) and complete in (due time, submit order). A get_events
+//!   that needs more steps takes them at once, without sleeping; it sleeps only when nothing
+//!   can complete (stuck requests, pipes without a peer, polls).
+//! - **Destroy and cancel** complete what they take with `-ECANCELED` and leave the clock.
+//!
+//! So one thread's sequence of calls and the seed fix the order, the faults and the results,
+//! whatever the machine's speed or load and whatever `AIOCTX_WORKERS` says: no wall clock,
+//! no worker thread is involved. Outside that guarantee, by nature: pipes, sockets and
+//! polls (they wait for a real peer). And one rule for callers that wait outside aioctx (on
+//! an eventfd, or reading the ring as QEMU and fio's `userspace_reap` do): if a machine with
+//! requests that can complete sees no call for `idle` of real time (default 50 ms), its
+//! clock runs until nothing more can complete. A caller that reaps through get_events never
+//! leaves the machine idle that long unless it pauses (or is descheduled) for that long with
+//! requests pending; `idle=off` turns the rule off and makes the guarantee unconditional.
+//!
+//! Nothing runs per context: a context on the simulator has no thread and no descriptor of
+//! its own. Requests run on the thread that reaps, under the machine's lock. Pipe and socket
+//! transfers skip the clock: from submit on, one thread per process (see `background.rs`)
+//! and every reap retry them under `RWF_NOWAIT` (so they never block and stay cancellable,
+//! and a get_events waiting only for them really sleeps until its timeout or their
+//! completion); that thread also serves the idle rule. Polls wait in the process's
+//! poller.
+//!
+//! # Power loss
+//!
+//! The machine keeps, per file it writes, what `FSYNC`/`FDSYNC`/`RWF_DSYNC`/`O_DSYNC` made
+//! durable (see `disk.rs` for how the real files are rolled back). Power is lost when the
+//! machine is about to run its N-th request (`crash=N`, or `crash=A..B` drawn from the
+//! seed) or when the test calls [`SimMachine::crash`]: every file the machine touched goes
+//! back to its durable state; each write still in flight lands whole, not at all, or torn
+//! at a sector boundary (`sector=512` or `4096`), as drawn from the seed (appends in flight
+//! never land); every request in flight, and every request submitted afterwards to any
+//! context of the machine, completes with `EIO`.
+//!
+//! # Replay
+//!
+//! `SimConfig`'s `Display` is one line in `AIOCTX_SIM` syntax holding every setting;
+//! [`SimMachine::replay_line`] gives it. Feeding it back (`AIOCTX_SIM=<line>`, or parsing
+//! it) reproduces the run.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::blocking::perform_up_to;
+use super::poller::{cancel_polls, start_poll};
+use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
+use crate::context::{Context, Core, Inflight};
+use crate::request::{Opcode, RwFlags};
+use crate::sync::lock;
+
+mod background;
+mod config;
+mod disk;
+
+pub use config::{CrashAt, Latency, SimConfig};
+use disk::Disk;
+
+/// SplitMix64: small, fast, and the same sequence everywhere for a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..1.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `p`.
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// Uniform in `low..=high` (`low <= high`).
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        match (high - low).checked_add(1) {
+            Some(span) => low + self.next() % span,
+            None => self.next(),
+        }
+    }
+}
+
+/// What happens to a request when it is due.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Run,
+    Fail(i32),
+    /// Move at most this many bytes.
+    Short(usize),
+}
+
+struct Pending {
+    request: Inflight,
+    outcome: Outcome,
+}
+
+/// A simulated machine: one virtual clock, one disk, one power supply, for any number of
+/// contexts ([`SimMachine::context`]). `Context::simulated` makes a machine per context.
+///
+/// ```
+/// use aioctx::{SimConfig, SimMachine};
+/// let machine = SimMachine::new("seed=7,eio=0.01".parse()?);
+/// let ctx = machine.context(64)?;
+/// println!("replay: AIOCTX_SIM={}", machine.replay_line());
+/// # drop(ctx);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct SimMachine(Arc<Machine>);
+
+pub(crate) struct Machine {
+    config: SimConfig,
+    state: Mutex<MachineState>,
+    /// Errors and short transfers injected so far (each surfaces in its request's event).
+    faults: AtomicU64,
+}
+
+struct MachineState {
+    rng: Rng,
+    /// Draws for power loss, apart so that a crash plan does not change the other draws.
+    crash_rng: Rng,
+    /// The virtual clock, in nanoseconds.
+    now: u64,
+    /// Requests ever queued, to order those due at the same time.
+    seq: u64,
+    /// By (virtual due time, seq).
+    pending: BTreeMap<(u64, u64), Pending>,
+    /// Stuck requests: only cancel or destroy completes them.
+    stuck: Vec<Inflight>,
+    /// Pipe and socket transfers that came due but would block: waiting for their peer.
+    parked: Vec<Pending>,
+    /// Due times of the latest requests, for the `reorder` bound.
+    recent_due: VecDeque<u64>,
+    reorder_floor: u64,
+    /// The last call into any context of the machine (for the idle rule only).
+    last_call: Instant,
+    /// Whether the background thread serves this machine.
+    served: bool,
+    /// Requests the machine has run (or failed) so far, for `crash=N`.
+    executed: u64,
+    crash_at: Option<u64>,
+    crashed: bool,
+    /// The unit torn writes are cut at.
+    sector: u32,
+    disk: Disk,
+}
+
+impl SimMachine {
+    pub fn new(config: SimConfig) -> SimMachine {
+        let mut crash_rng = Rng(config.seed ^ 0x5eed_c4a5_0000_0001);
+        let crash_at = match config.crash {
+            None => None,
+            Some(CrashAt::Request(n)) => Some(n),
+            Some(CrashAt::Between(a, b)) => Some(crash_rng.between(a, b)),
+        };
+        SimMachine(Arc::new(Machine {
+            state: Mutex::new(MachineState {
+                rng: Rng(config.seed),
+                crash_rng,
+                now: 0,
+                seq: 0,
+                pending: BTreeMap::new(),
+                stuck: Vec::new(),
+                parked: Vec::new(),
+                recent_due: VecDeque::new(),
+                reorder_floor: 0,
+                last_call: Instant::now(),
+                served: false,
+                executed: 0,
+                crash_at,
+                crashed: false,
+                sector: config.sector,
+                disk: Disk::default(),
+            }),
+            config,
+            faults: AtomicU64::new(0),
+        }))
+    }
+
+    /// A new context on this machine.
+    pub fn context(&self, nr_events: u32) -> io::Result<Context> {
+        Context::build(nr_events, |core| {
+            Ok(Box::new(SimEngine {
+                core: Arc::clone(core),
+                machine: Arc::clone(&self.0),
+            }))
+        })
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.0.config
+    }
+
+    /// The run's seed and configuration in one line: `AIOCTX_SIM=<this>` replays it.
+    pub fn replay_line(&self) -> String {
+        self.0.config.to_string()
+    }
+
+    /// Errors (`EIO`, `ENOSPC`) and short transfers injected so far. Each is in the event of
+    /// the request it hit; stuck requests and power loss are not counted.
+    pub fn faults(&self) -> u64 {
+        self.0.faults.load(Ordering::Relaxed)
+    }
+
+    /// Loses power now (see the module doc); a second call does nothing.
+    pub fn crash(&self) -> io::Result<()> {
+        self.0.lock_state().crash(None)
+    }
+
+    /// Whether power was lost.
+    pub fn crashed(&self) -> bool {
+        self.0.lock_state().crashed
+    }
+
+    /// The virtual clock, in nanoseconds since the machine started.
+    pub fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.lock_state().now)
+    }
+}
+
+impl std::fmt::Debug for SimMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimMachine({})", self.0.config)
+    }
+}
+
+impl Machine {
+    fn lock_state(&self) -> MutexGuard<'_, MachineState> {
+        lock(&self.state)
+    }
+
+    /// The background thread's round: retry parked transfers, apply the idle rule.
+    /// Returns whether the machine still needs the thread.
+    fn serve(&self) -> bool {
+        let mut state = self.lock_state();
+        state.retry_parked(&self.faults);
+        if let Some(idle) = self.config.idle {
+            if state.last_call.elapsed() >= idle {
+                while !state.pending.is_empty() && !state.crashed {
+                    state.step(&self.faults);
+                }
+            }
+        }
+        let idling = self.config.idle.is_some() && !state.pending.is_empty();
+        let needed = !state.parked.is_empty() || idling;
+        state.served = needed;
+        needed
+    }
+}
+
+impl MachineState {
+    /// Queues a request with its latency drawn from the configuration.
+    fn queue(&mut self, config: &SimConfig, request: Inflight, outcome: Outcome) {
+        let (min, max) = (nanos(config.min_delay), nanos(config.max_delay));
+        let delay = match config.latency {
+            Latency::Uniform => self.rng.between(min, max),
+            Latency::Tail => min + ((max - min) as f64 * self.rng.unit().powi(16)) as u64,
+        };
+        let mut due = self.now.saturating_add(delay);
+        if let Some(window) = config.reorder {
+            // Not before any request submitted more than `window` earlier: `floor` is the
+            // latest due time of those.
+            let window = usize::try_from(window)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
+            if self.recent_due.len() >= window {
+                if let Some(left) = self.recent_due.pop_front() {
+                    self.reorder_floor = self.reorder_floor.max(left);
+                }
+            }
+            due = due.max(self.reorder_floor);
+            self.recent_due.push_back(due);
+        }
+        self.pending
+            .insert((due, self.seq), Pending { request, outcome });
+        self.seq += 1;
+    }
+
+    /// Draws the fate of a new request; None: it is stuck.
+    fn outcome(&mut self, config: &SimConfig, opcode: Opcode, len: usize) -> Option<Outcome> {
+        let data = opcode.is_read() || opcode.is_write();
+        Some(
+            if (data || opcode.is_sync()) && self.rng.chance(config.eio) {
+                Outcome::Fail(libc::EIO)
+            } else if opcode.is_write() && self.rng.chance(config.enospc) {
+                Outcome::Fail(libc::ENOSPC)
+            } else if data && len >= 2 && self.rng.chance(config.short) {
+                Outcome::Short(self.rng.between(1, len as u64 - 1) as usize)
+            } else if self.rng.chance(config.stuck) {
+                return None;
+            } else {
+                Outcome::Run
+            },
+        )
+    }
+
+    /// Runs what is due now; if nothing was, moves the clock to the next due time and runs
+    /// what is due then.
+    fn step(&mut self, faults: &AtomicU64) {
+        if self.run_due(faults) == 0 {
+            if let Some((&(due, _), _)) = self.pending.first_key_value() {
+                self.now = self.now.max(due);
+                self.run_due(faults);
+            }
+        }
+    }
+
+    /// Runs, in order, every request due by the virtual now; returns how many.
+    fn run_due(&mut self, faults: &AtomicU64) -> usize {
+        let mut ran = 0;
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > self.now || self.crashed {
+                break;
+            }
+            let pending = entry.remove();
+            ran += 1;
+            self.executed += 1;
+            if self.crash_at == Some(self.executed) {
+                // Power goes as this request starts: it is in flight, with the rest. An
+                // error restoring a file leaves it as it is; its requests still fail EIO.
+                let _ = self.crash(Some(pending.request));
+                break;
+            }
+            if let Some(pending) = self.execute(pending, faults) {
+                self.parked.push(pending);
+            }
+        }
+        ran
+    }
+
+    /// Tries the transfers waiting for their peer again; those still waiting stay.
+    fn retry_parked(&mut self, faults: &AtomicU64) {
+        for pending in std::mem::take(&mut self.parked) {
+            if let Some(pending) = self.execute(pending, faults) {
+                self.parked.push(pending);
+            }
+        }
+    }
+
+    /// Runs a due request and completes it; gives it back if it is a pipe or socket
+    /// transfer that would block.
+    fn execute(&mut self, pending: Pending, faults: &AtomicU64) -> Option<Pending> {
+        let Pending {
+            mut request,
+            outcome,
+        } = pending;
+        let limit = match outcome {
+            Outcome::Fail(errno) => {
+                faults.fetch_add(1, Ordering::Relaxed);
+                request.complete(-(errno as i64));
+                return None;
+            }
+            Outcome::Short(limit) => limit,
+            Outcome::Run => usize::MAX,
+        };
+        let r = &request.request;
+        let stream = (r.opcode.is_read() || r.opcode.is_write()) && !r.mode.regular;
+        let extra = if stream {
+            RwFlags::NOWAIT
+        } else {
+            RwFlags::empty()
+        };
+        let write = self.write_plan(&request, limit);
+        if let Some((file, offset, len, durable)) = &write {
+            if let Err(e) = self.disk.before_write(file, *offset, *len, *durable) {
+                request.complete(-(e.raw_os_error().unwrap_or(libc::EIO) as i64));
+                return None;
+            }
+        }
+        let res = perform_up_to(&mut request.request, extra, limit);
+        if stream && res == -(libc::EAGAIN as i64) {
+            return Some(Pending { request, outcome });
+        }
+        let res = self.note_durable(&request, write, res);
+        if matches!(outcome, Outcome::Short(_)) && res >= 0 {
+            faults.fetch_add(1, Ordering::Relaxed);
+        }
+        request.complete(res);
+        None
+    }
+
+    /// For a write to a regular file: the file, the offset (None: appends), the bytes it
+    /// will move at most, and whether it is durable when done.
+    fn write_plan(
+        &self,
+        request: &Inflight,
+        limit: usize,
+    ) -> Option<(Arc<File>, Option<u64>, u64, bool)> {
+        let r = &request.request;
+        if !r.opcode.is_write() || !r.mode.regular {
+            return None;
+        }
+        let file = r.file.clone()?;
+        let append = r.rw_flags.contains(RwFlags::APPEND) || opened_append(&file);
+        let durable = r.rw_flags.contains(RwFlags::DSYNC)
+            || r.rw_flags.contains(RwFlags::SYNC)
+            || disk::opened_dsync(&file);
+        let offset = (!append).then_some(r.offset as u64);
+        let len = r.buffers.total_len().min(limit) as u64;
+        Some((file, offset, len, durable))
+    }
+
+    /// Records what a finished write or sync made durable; a failure to record fails it.
+    fn note_durable(
+        &mut self,
+        request: &Inflight,
+        write: Option<(Arc<File>, Option<u64>, u64, bool)>,
+        res: i64,
+    ) -> i64 {
+        if res < 0 {
+            return res;
+        }
+        let noted = match (write, &request.request.file) {
+            (Some((file, offset, _, true)), _) => self.disk.made_durable(&file, offset, res as u64),
+            (None, Some(file)) if request.request.opcode.is_sync() => self.disk.synced(file),
+            _ => Ok(()),
+        };
+        match noted {
+            Ok(()) => res,
+            Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO) as i64),
+        }
+    }
+
+    /// Power loss: files back to their durable state, writes in flight landed whole, not at
+    /// all or torn, every request in flight failed with `EIO`.
+    fn crash(&mut self, starting: Option<Inflight>) -> io::Result<()> {
+        if self.crashed {
+            return Ok(());
+        }
+        self.crashed = true;
+        let mut in_flight: Vec<Inflight> = starting.into_iter().collect();
+        in_flight.extend(
+            std::mem::take(&mut self.pending)
+                .into_values()
+                .map(|p| p.request),
+        );
+        in_flight.append(&mut self.stuck);
+        in_flight.extend(
+            std::mem::take(&mut self.parked)
+                .into_iter()
+                .map(|p| p.request),
+        );
+        let mut landing = Vec::new();
+        for request in &mut in_flight {
+            if let Some(land) = self.torn_write(request) {
+                landing.push(land);
+            }
+        }
+        let mut result = self.disk.roll_back();
+        for (file, offset, data) in landing {
+            let landed = self.disk.land(&file, offset, &data);
+            if result.is_ok() {
+                result = landed;
+            }
+        }
+        for request in in_flight {
+            request.complete(-(libc::EIO as i64));
+        }
+        result
+    }
+
+    /// What of an in-flight write reaches the file at the crash: all of it, none, or its
+    /// bytes up to a sector boundary inside it, drawn from the seed.
+    fn torn_write(&mut self, request: &mut Inflight) -> Option<(Arc<File>, u64, Vec<u8>)> {
+        let plan = self.write_plan(request, usize::MAX)?;
+        let (file, Some(offset), len, _) = plan else {
+            return None;
+        };
+        let sector = u64::from(self.sector.max(512));
+        let first_boundary = (offset / sector + 1) * sector;
+        let end = offset + len;
+        let fate = self.crash_rng.between(0, 2);
+        let keep = match fate {
+            0 => return None,
+            1 => len,
+            _ if first_boundary >= end => return None,
+            _ => {
+                let boundaries = (end - 1 - first_boundary) / sector + 1;
+                first_boundary + self.crash_rng.between(0, boundaries - 1) * sector - offset
+            }
+        };
+        let mut data = Vec::with_capacity(keep as usize);
+        for (base, seg_len) in request.request.buffers.segments() {
+            let take = seg_len.min(keep as usize - data.len());
+            // SAFETY: the segment is memory the request owns or was lent until it completes,
+            // and it has not completed; it is only read here.
+            data.extend_from_slice(unsafe { std::slice::from_raw_parts(base, take) });
+        }
+        Some((file, offset, data))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn opened_append(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL takes no pointer argument.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_APPEND != 0
+}
+
+/// A descriptor that is always readable, for the whole process: what a reaper that is about
+/// to wait polls while the machine has requests that can complete, so it comes straight
+/// back to move the clock.
+fn always_ready() -> Option<BorrowedFd<'static>> {
+    static READY: OnceLock<Option<File>> = OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let eventfd = crate::sys::fd::eventfd().ok()?;
+            crate::sys::fd::eventfd_signal(eventfd.as_fd(), 1);
+            Some(eventfd)
+        })
+        .as_ref()
+        .map(|file| file.as_fd())
+}
+
+/// One context's face of a machine.
+pub(crate) struct SimEngine {
+    core: Arc<Core>,
+    machine: Arc<Machine>,
+}
+
+impl SimEngine {
+    /// A context's engine on a machine of its own.
+    pub(crate) fn new(core: &Arc<Core>, config: SimConfig) -> io::Result<SimEngine> {
+        Ok(SimEngine {
+            core: Arc::clone(core),
+            machine: SimMachine::new(config).0,
+        })
+    }
+
+    /// Takes up to `limit` of this context's requests that `matches` selects, from every
+    /// place the machine holds them.
+    fn take(&self, matches: impl Fn(u64) -> bool, limit: usize) -> Vec<Inflight> {
+        let mut state = self.machine.lock_state();
+        let state = &mut *state;
+        let mine = |r: &Inflight| r.belongs_to(&self.core) && matches(r.request.key());
+        let keys: Vec<(u64, u64)> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| mine(&p.request))
+            .map(|(key, _)| *key)
+            .take(limit)
+            .collect();
+        let mut taken: Vec<Inflight> = keys
+            .iter()
+            .filter_map(|key| state.pending.remove(key))
+            .map(|p| p.request)
+            .collect();
+        let mut at = 0;
+        while at < state.parked.len() && taken.len() < limit {
+            if mine(&state.parked[at].request) {
+                taken.push(state.parked.remove(at).request);
+            } else {
+                at += 1;
+            }
+        }
+        let mut at = 0;
+        while at < state.stuck.len() && taken.len() < limit {
+            if mine(&state.stuck[at]) {
+                taken.push(state.stuck.remove(at));
+            } else {
+                at += 1;
+            }
+        }
+        taken
+    }
+
+    /// Has the background thread serve the machine, if it does not yet.
+    fn ensure_served(&self, state: &mut MachineState) {
+        if !state.served {
+            state.served = true;
+            background::serve(&self.machine);
+        }
+    }
+}
+
+impl Engine for SimEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Sim
+    }
+
+    fn supports(&self, _flags: RwFlags) -> bool {
+        true
+    }
+
+    fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
+        let config = &self.machine.config;
+        let mut state = self.machine.lock_state();
+        state.last_call = Instant::now();
+        if state.crashed {
+            drop(state);
+            request.complete(-(libc::EIO as i64));
+            return Ok(());
+        }
+        if request.request.opcode == Opcode::Poll {
+            drop(state);
+            return start_poll(request);
+        }
+        let r = &request.request;
+        // Pipes and sockets wait for a real peer, outside virtual time: they go straight
+        // to the transfers the background thread retries (their faults are still drawn).
+        let stream = (r.opcode.is_read() || r.opcode.is_write()) && !r.mode.regular;
+        match state.outcome(config, r.opcode, r.buffers.total_len()) {
+            Some(outcome @ (Outcome::Run | Outcome::Short(_))) if stream => {
+                state.parked.push(Pending { request, outcome })
+            }
+            Some(outcome) => state.queue(config, request, outcome),
+            None => state.stuck.push(request),
+        }
+        let idling = config.idle.is_some() && !state.pending.is_empty();
+        if idling || !state.parked.is_empty() {
+            self.ensure_served(&mut state);
+        }
+        Ok(())
+    }
+
+    fn cancel(&self, obj: u64) -> io::Result<()> {
+        self.machine.lock_state().last_call = Instant::now();
+        cancel_queued_or_poll(self.take(|key| key == obj, 1), &self.core, obj)
+    }
+
+    fn cancel_all(&self) {
+        complete_cancelled(self.take(|_| true, usize::MAX));
+        cancel_polls(&self.core, |_| true, usize::MAX);
+    }
+
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        if self.machine.lock_state().pending.is_empty() {
+            return None;
+        }
+        always_ready()
+    }
+
+    fn reap_ready(&self) {
+        let faults = &self.machine.faults;
+        let mut state = self.machine.lock_state();
+        state.last_call = Instant::now();
+        state.retry_parked(faults);
+        state.step(faults);
+        if !state.parked.is_empty() {
+            self.ensure_served(&mut state);
+        }
+    }
+}
