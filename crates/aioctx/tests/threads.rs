@@ -93,29 +93,38 @@ fn queued_read_is_cancelled() {
 
 /// The pool serves contexts in turn: one request of a context that arrives behind a long
 /// queue of another's runs after at most a round of the others, not after all of them.
+/// The busy context's progress is read the moment the quiet read's event is posted (a
+/// spin on the ring's `tail`, no sleep), so a waiter's wake-up latency under load does not
+/// count; 256 KiB reads make the busy queue last long enough to tell the two apart.
 #[test]
 fn pool_serves_contexts_in_turn() {
+    const READ: usize = 256 * 1024;
     let (_one_at_a_time, busy) = small_pool_context(64);
     let quiet = Context::with_engine(8, EngineKind::Threads).unwrap();
-    let file = temp_file(64 * 4096);
+    let file = temp_file(64 * READ);
     let direct = open_direct(&file);
     for i in 0..64u64 {
-        let buf = aioctx::AlignedBuf::page_aligned(4096).unwrap();
-        busy.submit_one(Request::read(direct.clone(), buf, i * 4096))
+        let buf = aioctx::AlignedBuf::page_aligned(READ).unwrap();
+        busy.submit_one(Request::read(direct.clone(), buf, i * READ as u64))
             .unwrap();
     }
-    let buf = aioctx::AlignedBuf::page_aligned(4096).unwrap();
+    let buf = aioctx::AlignedBuf::page_aligned(READ).unwrap();
     quiet.submit_one(Request::read(direct, buf, 0)).unwrap();
-    assert_eq!(
-        quiet
-            .get_events(1, 1, Some(Duration::from_secs(10)))
-            .unwrap()
-            .len(),
-        1
-    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while quiet.ring_header().tail == 0 {
+        assert!(Instant::now() < deadline, "the quiet read never completed");
+        std::hint::spin_loop();
+    }
     let busy_done = busy.stats().completed;
     assert!(
         busy_done < 32,
         "the quiet context waited for {busy_done} of the busy one's 64 reads"
+    );
+    assert_eq!(
+        quiet
+            .get_events(1, 1, Some(Duration::from_secs(10)))
+            .unwrap()[0]
+            .res,
+        READ as i64
     );
 }
