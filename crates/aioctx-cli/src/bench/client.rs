@@ -66,6 +66,19 @@ impl Client {
         }
     }
 
+    /// How a person calls this client: the chart's legend.
+    pub fn label(self) -> String {
+        match self {
+            Client::Aioctx(kind) => format!("aioctx {kind}"),
+            Client::Kernel => "kernel AIO syscalls".into(),
+            Client::Fio(FioEngine::Libaio) => "fio libaio (system)".into(),
+            Client::Fio(FioEngine::Dropin(kind)) => format!("fio libaio on drop-in {kind}"),
+            Client::Fio(FioEngine::IoUring) => "fio io_uring".into(),
+            Client::Fio(FioEngine::Psync) => "fio psync".into(),
+            Client::Fio(FioEngine::Posixaio) => "fio posixaio".into(),
+        }
+    }
+
     /// The row this client's ratio is taken against: the kernel through the same client.
     pub fn baseline(self) -> Client {
         match self {

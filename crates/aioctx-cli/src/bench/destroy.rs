@@ -19,6 +19,9 @@ use crate::sys::{KernelAio, KernelOp};
 const MAX_DESTROYS: u64 = 200;
 /// Every run times at least this many, however slow.
 const MIN_DESTROYS: u64 = 5;
+/// A run times destroys for at most this long (the kernel's `io_destroy` takes tens of ms:
+/// it waits out an RCU grace period), or the bench's runtime if that is shorter.
+const MAX_TIME: Duration = Duration::from_millis(400);
 const CONTEXT_EVENTS: u32 = 128;
 
 pub fn measure(
@@ -36,8 +39,9 @@ pub fn measure(
     )?);
     let (usr0, sys0) = crate::sys::cpu_time();
     let started = Instant::now();
+    let budget = runtime.min(MAX_TIME);
     let mut destroys = 0;
-    while destroys < MIN_DESTROYS || (destroys < MAX_DESTROYS && started.elapsed() < runtime) {
+    while destroys < MIN_DESTROYS || (destroys < MAX_DESTROYS && started.elapsed() < budget) {
         let took = match client {
             Client::Aioctx(kind) => aioctx_destroy(kind, in_flight, &file, &mut offsets)?,
             _ => kernel_destroy(in_flight, &file, &mem, &mut offsets)?,

@@ -80,7 +80,10 @@ pub fn run(args: Args) -> ExitCode {
         report::print_table(&rows, &machine);
     }
     if let Some(path) = &plan.svg {
-        if let Err(e) = std::fs::write(path, svg::render(&rows, &machine, plan.repeat)) {
+        if let Err(e) = std::fs::write(
+            path,
+            svg::render(&rows, &machine, plan.repeat, &report::command()),
+        ) {
             eprintln!("aioctx: {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

@@ -79,7 +79,7 @@ pub fn print_table(rows: &[Row], machine: &Machine) {
             m.lat_p999_us,
             m.cpu_usr,
             m.cpu_sys,
-            row.ratio.map_or("-".into(), |r| format!("{r:.2}x")),
+            row.ratio.map_or("-".into(), ratio),
         );
     }
     if rows.iter().any(|r| r.workload.is_destroy()) {
@@ -93,6 +93,15 @@ pub fn print_table(rows: &[Row], machine: &Machine) {
         "vs kernel: median IOPS over the kernel row of the same client (aioctx: the kernel's \
          AIO syscalls in the same loop; fio: fio's libaio on the system libaio)"
     );
+}
+
+/// 0.934 -> "0.93x", 250.2 -> "250x".
+fn ratio(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}x")
+    } else {
+        format!("{r:.2}x")
+    }
 }
 
 /// 1234 -> "1.23k", 1234567 -> "1.23M".
@@ -109,7 +118,7 @@ pub fn json(rows: &[Row], machine: &Machine, settings: &Settings, repeat: u32) -
     let results: Vec<Value> = rows.iter().map(|row| row_json(row, settings)).collect();
     json!({
         "machine": machine,
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "command": command(),
         "file_size": settings.size,
         "runtime_s": settings.runtime.as_secs_f64(),
         "repeat": repeat,
@@ -166,4 +175,13 @@ fn row_json(row: &Row, settings: &Settings) -> Value {
         "ratio": row.ratio,
         "runs": row.runs,
     })
+}
+
+/// The command line that produced the results, as the user typed it.
+pub fn command() -> String {
+    let mut words: Vec<String> = std::env::args().collect();
+    if let Some(program) = words.first_mut() {
+        *program = "aioctx".into();
+    }
+    words.join(" ")
 }

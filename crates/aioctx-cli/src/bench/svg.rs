@@ -29,7 +29,7 @@ struct Panel<'a> {
     label: fn(f64) -> String,
 }
 
-pub fn render(rows: &[Row], machine: &Machine, repeat: u32) -> String {
+pub fn render(rows: &[Row], machine: &Machine, repeat: u32, command: &str) -> String {
     let mut series: Vec<Client> = Vec::new();
     for row in rows {
         if !series.contains(&row.client) {
@@ -61,7 +61,7 @@ pub fn render(rows: &[Row], machine: &Machine, repeat: u32) -> String {
             axis: "destroy time p50, µs (log)",
             workloads: destroy,
             value: |r| r.medians.lat_p50_us,
-            label: |v| format!("{v:.0}"),
+            label: micros,
         },
     ]
     .into_iter()
@@ -76,7 +76,7 @@ pub fn render(rows: &[Row], machine: &Machine, repeat: u32) -> String {
     let legend_top = 62.0;
     let first_panel = legend_top + legend_rows * 22.0 + 30.0;
     let panel_height = PLOT_HEIGHT + 110.0;
-    let height = first_panel + panels.len() as f64 * panel_height + 50.0;
+    let height = first_panel + panels.len() as f64 * panel_height + 30.0;
 
     let mut svg = String::new();
     let _ = write!(
@@ -96,7 +96,7 @@ pub fn render(rows: &[Row], machine: &Machine, repeat: u32) -> String {
             PALETTE[i % PALETTE.len()],
             x + 20.0,
             y + 12.0,
-            escape(&client.to_string())
+            escape(&client.label())
         );
     }
     for (p, panel) in panels.iter().enumerate() {
@@ -106,10 +106,13 @@ pub fn render(rows: &[Row], machine: &Machine, repeat: u32) -> String {
     let _ = write!(
         svg,
         r##"<text x="{LEFT}" y="{:.0}" font-size="12" fill="#333">{}</text>
+<text x="{LEFT}" y="{:.0}" font-size="11" fill="#555">{}</text>
 </svg>
 "##,
-        height - 18.0,
-        escape(&machine.line())
+        height - 30.0,
+        escape(&machine.line()),
+        height - 12.0,
+        escape(command)
     );
     svg
 }
@@ -186,7 +189,7 @@ fn draw_panel(
                 BAR - 2.0,
                 bottom - y,
                 PALETTE[s % PALETTE.len()],
-                escape(&client.to_string()),
+                escape(&client.label()),
                 escape(&workload.to_string()),
                 (panel.label)(value)
             );
@@ -224,6 +227,15 @@ fn split_label(name: &str) -> (&str, &str) {
     match spaces.get(1).or(spaces.first()) {
         Some(&at) => (&name[..at], &name[at + 1..]),
         None => (name, ""),
+    }
+}
+
+/// Microseconds with the digits that matter at their size.
+fn micros(v: f64) -> String {
+    match v {
+        v if v >= 10.0 => format!("{v:.0}"),
+        v if v >= 1.0 => format!("{v:.1}"),
+        v => format!("{v:.2}"),
     }
 }
 
