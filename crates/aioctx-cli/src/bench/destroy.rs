@@ -21,7 +21,7 @@ const MAX_DESTROYS: u64 = 200;
 const MIN_DESTROYS: u64 = 5;
 /// A run times destroys for at most this long (the kernel's `io_destroy` takes tens of ms:
 /// it waits out an RCU grace period), or the bench's runtime if that is shorter.
-const MAX_TIME: Duration = Duration::from_millis(400);
+pub const MAX_TIME: Duration = Duration::from_millis(300);
 const CONTEXT_EVENTS: u32 = 128;
 
 pub fn measure(

@@ -126,7 +126,22 @@ fn execute(plan: &Plan, clients: &[Client], file: &TestFile, fio: Option<&Fio>) 
             results.push((*client, *workload, Vec::new()));
         }
     }
-    let progress = Progress::new(results.len() as u64 * u64::from(plan.repeat));
+    let runs = results.len() as u64 * u64::from(plan.repeat);
+    let budget: f64 = results
+        .iter()
+        .map(|(_, w, _)| match w {
+            Workload::Io(_) => plan.settings.runtime,
+            Workload::Destroy { .. } => plan.settings.runtime.min(destroy::MAX_TIME),
+        })
+        .sum::<std::time::Duration>()
+        .as_secs_f64()
+        * f64::from(plan.repeat);
+    eprintln!(
+        "bench: {runs} runs on {} ({} MiB), about {budget:.0} s of measuring",
+        file.path.display(),
+        file.size >> 20
+    );
+    let progress = Progress::new(runs);
     let mut failures = 0;
     for repetition in 0..plan.repeat {
         for workload in &plan.workloads {

@@ -29,7 +29,7 @@ pub struct Args {
     /// mincore).
     #[arg(long, value_enum)]
     cache: Option<Cache>,
-    /// Size of the test file, e.g. 512m, 1g (default 1g).
+    /// Size of the test file, e.g. 512m, 1g (default 512m).
     #[arg(long)]
     size: Option<String>,
     /// Length of each run, e.g. 2, 2s, 500ms (default 1s).
@@ -116,7 +116,7 @@ pub fn plan(args: Args) -> Result<Plan, Usage> {
         }
         None => None,
     };
-    let size = size_given.unwrap_or(1 << 30);
+    let size = size_given.unwrap_or(512 << 20);
     let runtime = match &args.runtime {
         Some(text) => parse_duration(text)
             .ok_or_else(|| usage!("--runtime: '{text}' is not a duration (2, 2s, 500ms)"))?,

@@ -43,7 +43,7 @@ impl TestFile {
         let size = match size {
             Some(size) => size,
             None if existing > 0 => existing,
-            None => 1 << 30,
+            None => 512 << 20,
         };
         let file = TestFile {
             path: path.to_owned(),
