@@ -82,7 +82,7 @@ pub struct Plan {
     pub settings: Settings,
     pub engines: Vec<EngineKind>,
     /// Engines `all` left out, with the reason.
-    pub skipped_engines: Vec<(EngineKind, String)>,
+    pub skipped_engines: Skipped,
     pub repeat: u32,
     pub file: FileChoice,
     pub compare_fio: bool,
@@ -173,7 +173,7 @@ fn io_load(args: &Args) -> Result<IoLoad, Usage> {
     if bs == 0 {
         return Err(usage!("--bs must be at least 1 byte"));
     }
-    if args.direct && bs % 512 != 0 {
+    if args.direct && !bs.is_multiple_of(512) {
         return Err(usage!("--bs {bs} with --direct must be a multiple of 512"));
     }
     let iodepth = args.iodepth.unwrap_or(32);
@@ -214,7 +214,9 @@ fn file_choice(args: &Args, size: u64, size_given: Option<u64>) -> Result<FileCh
 }
 
 /// The engines to run: named ones must work here; `all` (the default) takes those that do.
-fn engines(spec: Option<&str>) -> Result<(Vec<EngineKind>, Vec<(EngineKind, String)>), Usage> {
+type Skipped = Vec<(EngineKind, String)>;
+
+fn engines(spec: Option<&str>) -> Result<(Vec<EngineKind>, Skipped), Usage> {
     let probes = probe_all();
     let spec = spec.unwrap_or("all");
     if spec == "all" {

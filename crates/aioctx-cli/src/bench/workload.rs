@@ -141,7 +141,7 @@ pub fn standard_matrix() -> Vec<Workload> {
 /// 4096 -> "4k", 1 << 30 -> "1g": how fio spells sizes.
 pub fn human_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "t"), (30, "g"), (20, "m"), (10, "k")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
