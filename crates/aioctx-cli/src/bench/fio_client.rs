@@ -104,22 +104,20 @@ pub fn measure(
         eprintln!("bench: {env}{} {}", fio.display(), options.join(" "));
     }
     let output = command.output().map_err(|e| format!("running fio: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first_complaint = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if !output.status.success() {
+        return Err(format!("fio failed ({}): {first_complaint}", output.status));
+    }
     if let Some((path, kind)) = &stats {
         let lines = std::fs::read_to_string(path).unwrap_or_default();
         let _ = std::fs::remove_file(path);
         if !lines.contains(&format!("engine={kind} ")) {
             return Err(format!(
-                "fio did not run on the drop-in (no AIOCTX_STATS line with engine={kind})"
+                "fio did not run on the drop-in (no AIOCTX_STATS line with engine={kind}) \
+                 {first_complaint}"
             ));
         }
-    }
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!(
-            "fio failed ({}): {}",
-            output.status,
-            stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("")
-        ));
     }
     parse_report(&String::from_utf8_lossy(&output.stdout))
 }

@@ -82,7 +82,7 @@ pub fn run(args: Args) -> ExitCode {
     if let Some(path) = &plan.svg {
         if let Err(e) = std::fs::write(
             path,
-            svg::render(&rows, &machine, plan.repeat, &report::command()),
+            svg::render(&rows, &clients, &machine, plan.repeat, &report::command()),
         ) {
             eprintln!("aioctx: {}: {e}", path.display());
             return ExitCode::FAILURE;

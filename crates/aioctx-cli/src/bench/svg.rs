@@ -29,13 +29,19 @@ struct Panel<'a> {
     label: fn(f64) -> String,
 }
 
-pub fn render(rows: &[Row], machine: &Machine, repeat: u32, command: &str) -> String {
-    let mut series: Vec<Client> = Vec::new();
-    for row in rows {
-        if !series.contains(&row.client) {
-            series.push(row.client);
-        }
-    }
+/// `lineup` is every client in the order of the bench; those with no row get no colour.
+pub fn render(
+    rows: &[Row],
+    lineup: &[Client],
+    machine: &Machine,
+    repeat: u32,
+    command: &str,
+) -> String {
+    let series: Vec<Client> = lineup
+        .iter()
+        .copied()
+        .filter(|c| rows.iter().any(|r| r.client == *c))
+        .collect();
     let mut io = Vec::new();
     let mut destroy = Vec::new();
     for row in rows {
