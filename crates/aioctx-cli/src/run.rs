@@ -49,8 +49,11 @@ pub fn run(args: Args) -> ExitCode {
             |path| (path.into(), false),
         )
     });
+    // Lines already in the user's own file are not this run's.
+    let mut already = 0;
     if let Some((path, _)) = &stats {
         command.env("AIOCTX_STATS", path);
+        already = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
     }
     let status = match command.status() {
         Ok(status) => status,
@@ -64,7 +67,8 @@ pub fn run(args: Args) -> ExitCode {
         }
     };
     if let Some((path, ours)) = stats {
-        let lines = std::fs::read_to_string(&path).unwrap_or_default();
+        let all = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines = all.get(already..).unwrap_or("");
         if lines.trim().is_empty() {
             eprintln!("aioctx: the program set up no AIO context on the drop-in");
         }
