@@ -1,12 +1,17 @@
-//! The `aioctx` command: `race` (the io_destroy race reproducer) and `info` (which engines
-//! work here and why not). A thin layer over the `aioctx` library.
+//! The `aioctx` command: `bench` (workloads on every engine and beside fio, the main job),
+//! `run` (a program on the drop-in), `race` (the io_destroy race reproducer) and `info`
+//! (which engines work here and why not). A thin layer over the `aioctx` library.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod dropin;
 mod info;
 mod race;
+mod run;
+mod sys;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +26,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure workloads on every engine, the kernel's AIO and (with --compare-fio) fio, on
+    /// one file in one run; with no options, the standard matrix.
+    Bench(bench::Args),
+    /// Run a program on the drop-in libaio.so.1 (LD_PRELOAD); exits with its status.
+    Run(run::Args),
     /// Reproduce the io_destroy race: submit reads into buffers, destroy, overwrite the
     /// buffers with a canary, and check that no late completion ever changes it.
     Race(race::Args),
@@ -29,7 +39,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // A usage error is one line and status 2; help and version print as clap has them.
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("bad arguments");
+            eprintln!("aioctx: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Run(args) => run::run(args),
         Command::Race(args) => race::run(args),
         Command::Info(args) => info::run(args),
     }
