@@ -117,7 +117,10 @@ mod tests {
         in_kernel.register(1, 0x1000, 7);
         assert_eq!(in_kernel.cancel_one(1, 7), Some(0x1000));
         assert_eq!(in_kernel.cancel_one(1, 7), None);
-        assert!(in_kernel.cancel_all(1).is_empty(), "already being cancelled");
+        assert!(
+            in_kernel.cancel_all(1).is_empty(),
+            "already being cancelled"
+        );
     }
 
     #[test]

@@ -358,7 +358,11 @@ pub(super) fn for_new_context() -> io::Result<&'static Instance> {
             set.instances.push(instance);
             Ok(instance)
         }
-        Err(e) => set.instances.get(at % set.instances.len().max(1)).copied().ok_or(e),
+        Err(e) => set
+            .instances
+            .get(at % set.instances.len().max(1))
+            .copied()
+            .ok_or(e),
     }
 }
 

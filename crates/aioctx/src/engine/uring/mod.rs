@@ -83,7 +83,10 @@ impl UringEngine {
             // SAFETY: a cancel SQE points at no memory; it names a request by user_data,
             // which stays registered (so not freed) while the lock is held, and whose
             // address an SQE pushed later (behind this one) is the first that may reuse.
-            unsafe { self.instance.push(&mut sub, &sqe::cancel(user_data, NO_REQUEST)) };
+            unsafe {
+                self.instance
+                    .push(&mut sub, &sqe::cancel(user_data, NO_REQUEST))
+            };
         }
         drop(sub);
         self.instance.enter_and_take();
