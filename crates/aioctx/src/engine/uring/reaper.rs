@@ -170,10 +170,13 @@ mod loom_tests {
     }
 
     /// Two contexts on one instance push at once while the reaper takes the CQEs one by
-    /// one: it never sleeps through an SQE of either.
+    /// one: it never sleeps through an SQE of either. (Three threads: bounded to three
+    /// preemptions, which keeps the run to seconds.)
     #[test]
     fn loom_two_contexts_pushing_never_leave_the_reaper_asleep() {
-        loom::model(|| {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
             let parking = Arc::new(Parking::new());
             let pushers: Vec<_> = (0..2)
                 .map(|_| {
