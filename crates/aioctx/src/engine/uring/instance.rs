@@ -1,29 +1,21 @@
-//! An io_uring instance shared by many contexts, and the process-wide set of them.
+//! One io_uring instance shared by many contexts: its queues, its locks, and the taking of
+//! CQEs.
 //!
 //! A context costs an instance nothing but a table in `in_kernel`: no descriptor, no
-//! thread. The set holds at most one instance per CPU (and no more than
-//! [`MAX_INSTANCES`]), made as contexts come; contexts are dealt to them in turn. An
-//! instance lives as long as the process (it is never closed, so it is never closed before
-//! every CQE was taken), with its one reaper thread.
-//!
-//! Whoever takes a CQE (the submitter after its enter, a thread waiting in get_events of
-//! any context on the instance, or the reaper) completes the request it names into that
-//! request's own context.
-//!
-//! The rings are mapped `MADV_DONTFORK`: a forked child has none of their memory and none
-//! of the reapers, so after `fork()` the child's set starts empty (its contexts get new
-//! instances) and the parent's instances are never touched there.
+//! thread. Whoever takes a CQE (the submitter after its enter, a thread waiting in
+//! get_events of any context on the instance, or the reaper) completes the request it
+//! names into that request's own context.
 
-use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, Once, TryLockError};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use io_uring::{squeue, IoUring};
 
 use super::in_kernel::{InKernel, Owner};
 use super::reaper::{Pace, Parking};
+use super::set;
 use super::sqe::{prepare, Op};
 use crate::sync::lock;
 
@@ -33,9 +25,6 @@ pub(super) const NO_REQUEST: u64 = 0;
 
 /// CQEs taken off the completion queue per lock hold.
 const BATCH: usize = 32;
-
-/// The most instances the process makes, however many CPUs it has.
-pub(super) const MAX_INSTANCES: usize = 4;
 
 /// SQEs of an instance: what one enter submits, not a limit on requests in flight (those
 /// wait in the kernel, not in the submission queue).
@@ -87,7 +76,7 @@ pub(super) struct Instance {
 }
 
 impl Instance {
-    fn new(generation: u64) -> io::Result<Instance> {
+    pub(super) fn new(generation: u64) -> io::Result<Instance> {
         let uring = IoUring::builder()
             .dontfork()
             .setup_clamp()
@@ -114,7 +103,7 @@ impl Instance {
     /// Whether this instance belongs to this process: false in a forked child, where its
     /// memory is not mapped and its reaper does not run, so nothing may touch it.
     pub(super) fn is_current(&self) -> bool {
-        self.generation == GENERATION.load(Ordering::Relaxed)
+        self.generation == set::generation()
     }
 
     /// The instance's fd, which polls readable while CQEs (of any context) wait.
@@ -298,7 +287,7 @@ impl Instance {
     }
 
     /// The reaper thread: posts completions as they happen (see `reaper.rs`).
-    fn run_reaper(&'static self) {
+    pub(super) fn run_reaper(&'static self) {
         loop {
             self.parking.park();
             if self.pace.program_reaps(&self.parking) {
@@ -309,106 +298,4 @@ impl Instance {
             }
         }
     }
-}
-
-/// The process's instances, in the order they were made.
-struct Set {
-    instances: Vec<&'static Instance>,
-    /// Deals contexts to instances in turn.
-    next: usize,
-}
-
-static SET: Mutex<Set> = Mutex::new(Set {
-    instances: Vec::new(),
-    next: 0,
-});
-
-/// Incremented in a child by every `fork()`: instances of an older generation are the
-/// parent's.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-/// How many instances the process may make: one per CPU, at most `MAX_INSTANCES`.
-fn wanted_instances() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_INSTANCES)
-}
-
-/// The instance a new context goes to, made (with its reaper) if it is the next one due.
-/// If a new one cannot be made (out of descriptors, locked memory) an existing one serves;
-/// only a process with none fails, as `io_uring_setup` did.
-pub(super) fn for_new_context() -> io::Result<&'static Instance> {
-    static WATCH_FORKS: Once = Once::new();
-    // SAFETY: the handlers are plain functions that live as long as the process.
-    WATCH_FORKS.call_once(|| unsafe {
-        libc::pthread_atfork(
-            Some(set_before_fork),
-            Some(set_after_fork_in_parent),
-            Some(set_after_fork_in_child),
-        );
-    });
-    let mut set = lock(&SET);
-    let at = set.next % wanted_instances();
-    set.next = set.next.wrapping_add(1);
-    if let Some(&instance) = set.instances.get(at) {
-        return Ok(instance);
-    }
-    match make_instance() {
-        Ok(instance) => {
-            set.instances.push(instance);
-            Ok(instance)
-        }
-        Err(e) => set
-            .instances
-            .get(at % set.instances.len().max(1))
-            .copied()
-            .ok_or(e),
-    }
-}
-
-/// A new instance with its reaper running.
-fn make_instance() -> io::Result<&'static Instance> {
-    let instance = Instance::new(GENERATION.load(Ordering::Relaxed))?;
-    // Leaked only once its reaper runs: an instance that never had an SQE may be closed.
-    let instance: &'static Instance = Box::leak(Box::new(instance));
-    let spawned = std::thread::Builder::new()
-        .name("aioctx-uring".into())
-        .spawn(move || instance.run_reaper());
-    match spawned {
-        Ok(_) => Ok(instance),
-        Err(e) => {
-            // SAFETY: the box leaked just above, known to no thread (the spawn failed) and
-            // never given an SQE: closing it now frees nothing the kernel uses.
-            drop(unsafe { Box::from_raw(instance as *const Instance as *mut Instance) });
-            Err(e)
-        }
-    }
-}
-
-thread_local! {
-    /// The set's lock, held by the forking thread across `fork()`, so that the child never
-    /// inherits it locked by a thread that does not exist there.
-    static HELD_ACROSS_FORK: RefCell<Option<MutexGuard<'static, Set>>> =
-        const { RefCell::new(None) };
-}
-
-extern "C" fn set_before_fork() {
-    let set = lock(&SET);
-    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(set));
-}
-
-extern "C" fn set_after_fork_in_parent() {
-    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
-}
-
-/// The child has none of the parent's rings mapped and none of its reapers: it starts an
-/// empty set under a new generation. The parent's instances stay leaked, never touched.
-extern "C" fn set_after_fork_in_child() {
-    GENERATION.fetch_add(1, Ordering::Relaxed);
-    HELD_ACROSS_FORK.with(|held| {
-        if let Some(mut set) = held.borrow_mut().take() {
-            set.instances.clear();
-            set.next = 0;
-        }
-    });
 }

@@ -1,7 +1,7 @@
 //! The io_uring engine: contexts share a few process-wide io_uring instances.
 //!
 //! A context costs no descriptor and no thread of its own: it is a name (an owner) on one
-//! of at most one instance per CPU (see `instance.rs`), each with one reaper thread
+//! of at most one instance per CPU (`set.rs`, `instance.rs`), each with one reaper thread
 //! (`reaper.rs`). A request becomes one SQE whose `user_data` is the address of the boxed
 //! request (`sqe.rs`), so the request (its buffers, its iovecs, its open file) lives
 //! exactly until its CQE is taken; the instance's table of what it holds (`in_kernel.rs`)
@@ -37,6 +37,7 @@ mod in_kernel;
 mod instance;
 mod probe;
 mod reaper;
+mod set;
 mod sqe;
 
 use std::io;
@@ -66,7 +67,7 @@ pub(crate) struct UringEngine {
 
 impl UringEngine {
     pub(crate) fn new(_core: &Arc<Core>) -> io::Result<UringEngine> {
-        let instance = instance::for_new_context()?;
+        let instance = set::for_new_context()?;
         Ok(UringEngine {
             instance,
             owner: instance.new_owner(),
