@@ -102,8 +102,13 @@ impl InKernel {
     }
 
     /// Drops the table of a context that is gone (destroy left nothing of it in the kernel).
+    /// The map of tables shrinks as contexts go, so that many contexts, once destroyed,
+    /// leave no memory behind.
     pub(super) fn forget(&mut self, owner: Owner) {
         self.tables.remove(&owner);
+        if self.tables.capacity() > 64 && self.tables.len() < self.tables.capacity() / 4 {
+            self.tables.shrink_to(2 * self.tables.len());
+        }
     }
 }
 
