@@ -120,9 +120,9 @@ impl Instance {
     ///
     /// # Safety
     /// The entry's memory (buffers, iovecs) must stay valid until its CQE is taken.
-    pub(super) unsafe fn push(&self, sub: &mut MutexGuard<'_, Submission>, entry: &squeue::Entry) {
+    pub(super) unsafe fn push(&self, _sub: &mut MutexGuard<'_, Submission>, entry: &squeue::Entry) {
         loop {
-            // SAFETY: the submission lock (`sub`) makes this the only producer.
+            // SAFETY: the submission lock (`_sub`) makes this the only producer.
             let mut sq = unsafe { self.uring.submission_shared() };
             // SAFETY: the caller keeps the entry's memory valid until its CQE.
             if unsafe { sq.push(entry) }.is_ok() {
@@ -130,34 +130,28 @@ impl Instance {
                 return;
             }
             drop(sq);
-            if self.enter_once_was_busy() {
-                // Kernels that refuse SQEs while CQEs overflow wait for CQEs to be taken,
-                // which nobody else can finish while this thread holds the submission lock.
-                let mut batch = Batch::new();
-                self.take_ready(sub, &mut batch);
-                self.finish(&batch);
-                std::thread::yield_now();
-            }
+            self.enter_submit();
         }
     }
 
     /// Hands the queued SQEs to the kernel. An SQE the kernel did not take stays queued
-    /// and goes with the next enter; busy and interrupted enters are retried after the
-    /// reaper was woken to drain the completion queue.
+    /// and goes with the next enter; busy (`EBUSY`, `EAGAIN`: completions not yet taken)
+    /// and `EINTR` are retried after the reaper was woken to drain the completion queue.
     pub(super) fn enter_submit(&self) {
-        while self.enter_once_was_busy() {
-            self.parking.wake();
-            std::thread::yield_now();
+        loop {
+            match self.uring.submit() {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+                    ) =>
+                {
+                    self.parking.wake();
+                    std::thread::yield_now();
+                }
+                _ => return,
+            }
         }
-    }
-
-    /// One enter that submits what is queued; true if the kernel was busy (`EBUSY`,
-    /// `EAGAIN`: completions not yet taken) or interrupted (`EINTR`) and it must be retried.
-    fn enter_once_was_busy(&self) -> bool {
-        matches!(
-            self.uring.submit().map_err(|e| e.raw_os_error()),
-            Err(Some(libc::EBUSY | libc::EAGAIN | libc::EINTR))
-        )
     }
 
     /// Hands the queued SQEs to the kernel, then takes what already completed and makes
