@@ -230,6 +230,11 @@ fn io_cancel_delivers_ecanceled_through_the_ring() {
 }
 
 #[test]
+fn io_cancel_answers_einprogress_at_most_once() {
+    run_c("cancel_once");
+}
+
+#[test]
 fn io_destroy_waits_and_concurrent_destroys_all_wait() {
     run_c("destroy");
 }

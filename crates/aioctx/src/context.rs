@@ -108,13 +108,6 @@ pub(crate) struct Core {
     pub(crate) counters: Counters,
 }
 
-impl Core {
-    /// How many requests may be in flight at once, for engines sizing their queues.
-    pub(crate) fn capacity(&self) -> u32 {
-        self.ring.capacity()
-    }
-}
-
 /// A request an engine owns between start and completion.
 pub(crate) struct Inflight {
     pub(crate) request: Request,

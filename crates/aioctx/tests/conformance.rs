@@ -541,6 +541,69 @@ fn cancel_of_a_poll_delivers_ecanceled(engine: EngineKind) {
     );
 }
 
+/// Cancels `obj` `times` times in a row; how many answered `Ok` (`-EINPROGRESS`). Every
+/// other answer must be `EINVAL`.
+fn cancel_repeatedly(ctx: &Context, obj: u64, times: usize) -> usize {
+    let mut in_progress = 0;
+    for _ in 0..times {
+        match ctx.cancel(obj) {
+            Ok(()) => in_progress += 1,
+            Err(e) => assert_eq!(errno_of(&e), libc::EINVAL, "cancel answered {e}"),
+        }
+    }
+    in_progress
+}
+
+fn a_poll_answers_cancel_once(engine: EngineKind) {
+    let (r, _w) = pipe();
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
+        .unwrap();
+    assert_eq!(
+        cancel_repeatedly(&ctx, 5, 1000),
+        1,
+        "one -EINPROGRESS, then EINVAL"
+    );
+    let events = ctx.get_events(1, 8, FIVE_SECONDS).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].res, -(libc::ECANCELED as i64));
+    assert!(ctx
+        .get_events(0, 8, Some(Duration::from_millis(50)))
+        .unwrap()
+        .is_empty());
+    assert_eq!(ctx.stats().cancelled, 1);
+}
+
+fn a_direct_read_answers_cancel_at_most_once(engine: EngineKind) {
+    let file = temp_file(1 << 20);
+    let direct = open_direct(&file);
+    let ctx = ctx(engine, 64);
+    for round in 0..32u64 {
+        let read = Request::read(
+            direct.clone(),
+            AlignedBuf::page_aligned(64 * 1024).unwrap(),
+            (round % 16) * 64 * 1024,
+        );
+        ctx.submit_one(read.data(round)).unwrap();
+        let in_progress = cancel_repeatedly(&ctx, round, 1000);
+        assert!(
+            in_progress <= 1,
+            "round {round}: {in_progress} cancels in progress"
+        );
+        let events = ctx.get_events(1, 8, FIVE_SECONDS).unwrap();
+        assert_eq!(events.len(), 1, "round {round}");
+        let res = events[0].res;
+        assert!(
+            res == 64 * 1024 || (in_progress == 1 && res == -(libc::ECANCELED as i64)),
+            "round {round}: res {res} after {in_progress} cancels in progress"
+        );
+    }
+    assert!(ctx
+        .get_events(0, 8, Some(Duration::from_millis(50)))
+        .unwrap()
+        .is_empty());
+}
+
 // ---- io_destroy ----
 
 /// Starts `count` reads that block on an empty pipe; returns the write end.
@@ -703,7 +766,8 @@ macro_rules! engines {
                 waiter_in_get_events_leaves_on_destroy,
                 many_threads_submit_and_reap_at_once, a_batch_holds_back_only_its_own_context,
                 cancel_of_unknown_request_is_einval,
-                cancel_of_a_poll_delivers_ecanceled, destroy_leaves_nothing_in_flight,
+                cancel_of_a_poll_delivers_ecanceled, a_poll_answers_cancel_once,
+                a_direct_read_answers_cancel_at_most_once, destroy_leaves_nothing_in_flight,
                 destroy_cancels_polls_that_never_fire, two_concurrent_destroyers,
                 eight_concurrent_destroyers, second_destroy_returns_einval, drop_is_destroy,
                 forgotten_context_keeps_request_memory_alive, context_is_send_and_sync);

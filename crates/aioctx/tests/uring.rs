@@ -455,3 +455,60 @@ fn completions_are_posted_after_the_program_stops_calling_get_events() {
     );
     assert_eq!(ctx.stats().completed, 2);
 }
+
+/// More requests than an instance's submission queue holds, submitted in one batch, then
+/// destroyed: the full submission queue is entered and retried (nothing dropped), and the
+/// cancels' and reads' CQEs, more than the completion queue holds, are all taken (the
+/// kernel keeps the overflow until an enter flushes it).
+#[test]
+fn destroy_of_more_requests_than_the_queues_hold_cancels_them_all() {
+    const READS: u64 = 10_000;
+    let scratch = Scratch::new("overflow");
+    let fifo = scratch.fifo("p");
+    let ctx = uring(READS as u32);
+    let mut batch: Vec<Request> = (0..READS)
+        .map(|i| Request::read(Arc::clone(&fifo), vec![0u8; 8], 0).data(i))
+        .collect();
+    assert_eq!(ctx.submit(&mut batch).expect("submit"), READS as usize);
+    assert_eq!(ctx.in_flight(), READS as usize);
+
+    ctx.destroy().expect("destroy");
+    let stats = ctx.stats();
+    assert_eq!((stats.completed, stats.cancelled), (READS, READS));
+    // None of them is left to read: what is written now stays in the FIFO.
+    (&*fifo).write_all(&[0x5a; 8]).expect("write fifo");
+    let mut back = [0u8; 8];
+    (&*fifo).read_exact(&mut back).expect("read fifo");
+    assert_eq!(back, [0x5a; 8]);
+}
+
+/// More CQEs at once than an instance's completion queue holds, taken by a program that
+/// reaps through get_events (so the reaper only naps): the CQEs the kernel keeps aside are
+/// flushed and delivered, none lost.
+#[test]
+fn polls_firing_beyond_the_completion_queue_are_all_reaped_by_get_events() {
+    const POLLS: usize = 10_000;
+    let scratch = Scratch::new("cq-overflow");
+    let fifo = scratch.fifo("p");
+    let ctx = uring(POLLS as u32);
+    let mut batch: Vec<Request> = (0..POLLS)
+        .map(|i| Request::poll(Arc::clone(&fifo), libc::POLLIN as u16).data(i as u64))
+        .collect();
+    assert_eq!(ctx.submit(&mut batch).expect("submit"), POLLS);
+    assert!(ctx
+        .get_events(0, POLLS, Some(Duration::ZERO))
+        .expect("get_events")
+        .is_empty());
+
+    (&*fifo).write_all(b"x").expect("write fifo");
+    let mut reaped = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reaped < POLLS && std::time::Instant::now() < deadline {
+        let events = ctx
+            .get_events(1, POLLS, Some(Duration::from_millis(100)))
+            .expect("get_events");
+        assert!(events.iter().all(|e| e.res & i64::from(libc::POLLIN) != 0));
+        reaped += events.len();
+    }
+    assert_eq!(reaped, POLLS, "every poll's event was delivered");
+}
