@@ -8,7 +8,7 @@
 //! ```
 //!
 //! This crate only translates: every call looks its handle up (`handles`), reads and writes
-//! caller memory without faulting (`user`), decodes iocbs in the kernel's order (`submit`)
+//! caller memory without faulting (`user`, `fault`), decodes iocbs in the kernel's order (`submit`)
 //! and returns a negative errno, with `errno` untouched. It is built as a static library;
 //! `make dropin` links it with `symver.c` and `libaio.map` into a shared object carrying
 //! libaio 0.3.113's symbol versions (`LIBAIO_0.1`, `LIBAIO_0.4`, `LIBAIO_0.5`), which a
@@ -25,6 +25,8 @@ use aioctx::sys::abi::IoEvent;
 use aioctx::Context;
 use libc::{c_int, c_long};
 
+#[cfg(target_arch = "x86_64")]
+mod fault;
 mod getevents;
 mod handles;
 mod stats;
