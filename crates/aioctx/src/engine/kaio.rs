@@ -18,12 +18,11 @@
 //! - Polls go to the kernel (`IOCB_CMD_POLL`), where they wait without holding a thread and
 //!   can be cancelled.
 //! - Buffered reads and writes are what kernel AIO does inside `io_submit`, waiting for the
-//!   disk. They are tried with `RWF_NOWAIT` instead, on the submitting thread with
-//!   `preadv2`/`pwritev2`: the very call the kernel would make inside `io_submit` given the
-//!   flag, minus the trip through the kernel's ring and a reaper (on a 2-vCPU VM, cached
-//!   4 KiB reads at QD32 ran ~460k/s against ~190k/s through `io_submit`). Those that
-//!   cannot run without blocking (`EAGAIN`: not cached; `EOPNOTSUPP`: no non-blocking
-//!   buffered writes on this filesystem, as ext4) and reads cut short (partly cached) are
+//!   disk. What the page cache serves runs on the submitting thread instead (`inline.rs`:
+//!   `preadv2`/`pwritev2`, with `RWF_NOWAIT` where that works), the very call the kernel
+//!   would make inside `io_submit`, minus the trip through the kernel's ring and a reaper
+//!   (on a 2-vCPU VM, cached 4 KiB reads at QD32 ran ~460k/s against ~190k/s through
+//!   `io_submit`). What must wait for the device (cold reads, synchronous writes) is
 //!   re-issued on the shared thread pool, as Seastar does, and counted in
 //!   [`Stats::fallbacks`](crate::Stats::fallbacks). So are requests that find every shared
 //!   kernel context full.
@@ -42,7 +41,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::blocking::perform_with;
+use super::inline::complete_inline;
 use super::threads::ThreadsEngine;
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
@@ -281,17 +280,6 @@ fn dispatch(event: &IoEvent) {
     op.finish(event.obj, event.res);
 }
 
-/// Whether the result of a buffered request tried with `RWF_NOWAIT` must be redone on the
-/// pool. A short read may mean "partly cached", so only a full one is taken (redoing a read
-/// is harmless); a short write stands, since redoing part of a write could append twice.
-fn needs_pool(request: &Inflight, res: i64) -> bool {
-    let r = &request.request;
-    if res == -(libc::EAGAIN as i64) || res == -(libc::EOPNOTSUPP as i64) {
-        return true;
-    }
-    r.opcode.is_read() && res >= 0 && (res as usize) < r.buffers.total_len()
-}
-
 /// Whether the request's file is a block device: raw devices opened O_DIRECT are what
 /// databases use kernel AIO for, and the kernel runs them asynchronously.
 fn is_block_device(request: &Request) -> bool {
@@ -400,16 +388,12 @@ impl KaioEngine {
         }
     }
 
-    /// A buffered read or write, tried on this thread with `RWF_NOWAIT`, which is what
-    /// kernel AIO would do inside `io_submit` given the flag, without the trip through the
-    /// kernel's ring and a reaper thread: completed at once if it could run without
-    /// blocking, else handed to the pool.
-    fn try_nowait(&self, mut request: Inflight) {
-        let res = perform_with(&mut request.request, RwFlags::NOWAIT);
-        if needs_pool(&request, res) {
+    /// A buffered read or write, run on this thread if the page cache serves it (what
+    /// kernel AIO does inside `io_submit`, without the trip through the kernel's ring and a
+    /// reaper thread), else handed to the pool.
+    fn try_inline(&self, request: Inflight) {
+        if let Some(request) = complete_inline(request) {
             self.local.fall_back(request);
-        } else {
-            request.complete(res);
         }
     }
 
@@ -454,7 +438,7 @@ impl Engine for KaioEngine {
             }
             _ if !r.mode.regular => return self.local.pool.start(request),
             _ if r.rw_flags.contains(RwFlags::NOWAIT) => self.submit_to_kernel(request),
-            _ => self.try_nowait(request),
+            _ => self.try_inline(request),
         }
         Ok(())
     }

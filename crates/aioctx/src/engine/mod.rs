@@ -15,6 +15,7 @@ use crate::context::{Core, Inflight};
 use crate::request::RwFlags;
 
 mod blocking;
+mod inline;
 pub mod kaio;
 mod poller;
 pub mod sim;

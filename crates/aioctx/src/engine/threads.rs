@@ -1,9 +1,9 @@
 //! The thread-pool engine: one bounded pool of workers shared by every context of the
 //! process, serving contexts round-robin so that one busy context cannot starve another.
 //!
-//! A request is first tried on the submitting thread with `RWF_NOWAIT` when that cannot
-//! block (a buffered read whose pages are cached completes in about a microsecond instead
-//! of two cross-CPU wake-ups); otherwise it waits in its context's queue for a worker.
+//! What the page cache serves completes on the submitting thread (`inline.rs`: about a
+//! microsecond instead of two cross-CPU wake-ups); the rest waits in its context's queue
+//! for a worker.
 //! Queued requests and polls can be cancelled; a request a worker is running cannot, and
 //! destroy waits for it.
 
@@ -12,7 +12,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, OnceLock};
 
-use super::blocking::{perform, perform_with};
+use super::blocking::perform;
+use super::inline::complete_inline;
 use super::poller::{cancel_polls, start_poll};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
 use crate::context::{Core, Inflight};
@@ -211,27 +212,6 @@ impl ThreadsEngine {
     }
 }
 
-/// Whether a request may be tried on the submitting thread: a buffered read, where
-/// `RWF_NOWAIT` returns at once if the data is not there. (Direct I/O under `RWF_NOWAIT`
-/// still waits for the device, and writes may wait for locks or allocation.)
-pub(super) fn try_inline(request: &Inflight) -> bool {
-    let r = &request.request;
-    r.opcode.is_read() && r.rw_flags.is_empty() && !r.mode.direct
-}
-
-/// Whether the result of an inline `RWF_NOWAIT` read is final. On a regular file a short
-/// read may mean "partly cached", so only a full one is taken (the pool redoes the rest
-/// from the start, harmless for a read); a pipe's or socket's data is consumed by any
-/// successful read, so every result but `EAGAIN` stands.
-pub(super) fn inline_result_is_final(request: &Inflight, res: i64) -> bool {
-    let r = &request.request;
-    if r.mode.regular {
-        res == r.buffers.total_len() as i64
-    } else {
-        res >= 0 || (res != -(libc::EAGAIN as i64) && res != -(libc::EOPNOTSUPP as i64))
-    }
-}
-
 impl Engine for ThreadsEngine {
     fn kind(&self) -> EngineKind {
         EngineKind::Threads
@@ -241,7 +221,7 @@ impl Engine for ThreadsEngine {
         true
     }
 
-    fn start(&self, mut request: Inflight) -> Result<(), (Inflight, io::Error)> {
+    fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         match request.request.opcode {
             Opcode::Poll => return start_poll(request),
             // Nothing to run: a hop to a worker would only measure the hop.
@@ -251,14 +231,9 @@ impl Engine for ThreadsEngine {
             }
             _ => {}
         }
-        if try_inline(&request) {
-            let res = perform_with(&mut request.request, RwFlags::NOWAIT);
-            if inline_result_is_final(&request, res) {
-                request.complete(res);
-                return Ok(());
-            }
+        if let Some(request) = complete_inline(request) {
+            self.enqueue(request);
         }
-        self.enqueue(request);
         Ok(())
     }
 

@@ -109,6 +109,8 @@ pub struct OpenMode {
     pub direct: bool,
     /// A regular file (not a pipe, socket, FIFO or device).
     pub regular: bool,
+    /// Opened with `O_SYNC` or `O_DSYNC`: every write waits for the device.
+    pub sync: bool,
 }
 
 /// The access mode, `O_DIRECT` and file type of an open file.
@@ -128,6 +130,7 @@ pub fn open_mode(fd: BorrowedFd<'_>) -> io::Result<OpenMode> {
         writable: usable && (access == libc::O_WRONLY || access == libc::O_RDWR),
         direct: flags & libc::O_DIRECT != 0,
         regular: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
+        sync: flags & libc::O_DSYNC != 0,
     })
 }
 
