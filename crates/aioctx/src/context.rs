@@ -353,6 +353,11 @@ impl Context {
         if let Err(error) = self.check(&mut request) {
             return Err(SubmitError { error, request });
         }
+        if !self.engine.runs_lent_fds() {
+            if let Err(error) = request.hold_file() {
+                return Err(SubmitError { error, request });
+            }
+        }
         let inflight = Inflight {
             request,
             core: Arc::clone(&self.core),
@@ -378,13 +383,18 @@ impl Context {
             }
         }
         let op = request.opcode;
-        let file = match (&request.file, op) {
-            (_, Opcode::Noop) => return Ok(()),
-            (None, _) => return Err(errno(libc::EBADF)),
-            (Some(file), _) => file,
-        };
+        if op == Opcode::Noop {
+            return Ok(());
+        }
+        if request.file.is_none() && request.lent.is_none() {
+            return Err(errno(libc::EBADF));
+        }
         if op.is_read() || op.is_write() {
-            let mode = fd::open_mode(file.as_fd())?;
+            let mode = match (&request.file, request.mode_known) {
+                (_, true) => request.mode,
+                (Some(file), false) => fd::open_mode(file.as_fd())?,
+                (None, false) => return Err(errno(libc::EBADF)),
+            };
             if (op.is_read() && !mode.readable) || (op.is_write() && !mode.writable) {
                 return Err(errno(libc::EBADF));
             }

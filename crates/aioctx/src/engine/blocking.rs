@@ -2,7 +2,7 @@
 //! thread pool's workers, and the engines' fallbacks.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use crate::request::{Opcode, Request, RwFlags};
 
@@ -19,8 +19,8 @@ pub(crate) fn perform_with(request: &mut Request, extra: RwFlags) -> i64 {
 
 /// As `perform_with`, moving at most `limit` bytes (the simulator's short transfers).
 pub(crate) fn perform_up_to(request: &mut Request, extra: RwFlags, limit: usize) -> i64 {
-    let fd = match &request.file {
-        Some(file) => file.as_raw_fd(),
+    let fd = match request.raw_fd() {
+        Some(fd) => fd,
         None if request.opcode == Opcode::Noop => return 0,
         None => return -(libc::EBADF as i64),
     };

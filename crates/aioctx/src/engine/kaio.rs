@@ -36,8 +36,6 @@
 //! `-ECANCELED`.
 
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -45,7 +43,7 @@ use super::inline::complete_inline;
 use super::threads::ThreadsEngine;
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
-use crate::request::{Opcode, Request, RwFlags};
+use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
 
@@ -188,7 +186,7 @@ impl Op {
         let r = &mut request.request;
         let segments = r.buffers.segments();
         let mut iocb = Iocb {
-            aio_fildes: r.file.as_ref().map_or(-1, |f| f.as_raw_fd()) as u32,
+            aio_fildes: r.raw_fd().unwrap_or(-1) as u32,
             aio_offset: r.offset,
             ..Iocb::default()
         };
@@ -278,15 +276,6 @@ fn dispatch(event: &IoEvent) {
     let op = unsafe { Box::from_raw(event.data as *mut Op) };
     op.kernel.release();
     op.finish(event.obj, event.res);
-}
-
-/// Whether the request's file is a block device: raw devices opened O_DIRECT are what
-/// databases use kernel AIO for, and the kernel runs them asynchronously.
-fn is_block_device(request: &Request) -> bool {
-    request.file.as_ref().is_some_and(|file| {
-        file.metadata()
-            .is_ok_and(|meta| meta.file_type().is_block_device())
-    })
 }
 
 /// An aioctx context's side of the engine, shared with its requests in flight.
@@ -428,12 +417,19 @@ impl Engine for KaioEngine {
         true
     }
 
+    /// The kernel takes its own reference at `io_submit`; the pool holds what it keeps.
+    fn runs_lent_fds(&self) -> bool {
+        true
+    }
+
     fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         let r = &request.request;
         match r.opcode {
             Opcode::Noop => request.complete(0),
             Opcode::Poll | Opcode::Fsync | Opcode::Fdsync => self.submit_to_kernel(request),
-            _ if r.mode.direct && (r.mode.regular || is_block_device(r)) => {
+            // Raw devices opened O_DIRECT are what databases use kernel AIO for, and the
+            // kernel runs them asynchronously.
+            _ if r.mode.direct && (r.mode.regular || r.mode.block_device) => {
                 self.submit_to_kernel(request)
             }
             _ if !r.mode.regular => return self.local.pool.start(request),

@@ -188,7 +188,13 @@ impl ThreadsEngine {
         }
     }
 
-    pub(crate) fn enqueue(&self, request: Inflight) {
+    /// Queues a request for a worker; it holds its file from now on (a copy failing, as
+    /// for want of descriptors, is its event's error).
+    pub(crate) fn enqueue(&self, mut request: Inflight) {
+        if let Err(error) = request.request.hold_file() {
+            request.complete(-(error.raw_os_error().unwrap_or(libc::EIO) as i64));
+            return;
+        }
         let mut state = lock(&self.queue.state);
         state.requests.push_back(request);
         let newly_runnable = !state.scheduled;
@@ -218,6 +224,11 @@ impl Engine for ThreadsEngine {
     }
 
     fn supports(&self, _flags: RwFlags) -> bool {
+        true
+    }
+
+    /// What is not done inline is queued or polled, and both hold the file.
+    fn runs_lent_fds(&self) -> bool {
         true
     }
 

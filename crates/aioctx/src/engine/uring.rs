@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
@@ -408,7 +408,7 @@ fn finish(ring: &Ring, batch: &Batch) {
 /// keeps alive until the CQE.
 fn prepare(op: &mut Op) -> squeue::Entry {
     let request = &mut op.inflight.request;
-    let fd = types::Fd(request.file.as_ref().map_or(-1, |f| f.as_raw_fd()));
+    let fd = types::Fd(request.raw_fd().unwrap_or(-1));
     // RWF_HIPRI asks for polled completion, which only an IOPOLL ring does; like the
     // kernel's own AIO, the hint is dropped rather than failing the request.
     let rw_flags = (request.rw_flags.bits() & !RwFlags::HIPRI.bits()) as i32;
@@ -534,11 +534,20 @@ impl Engine for UringEngine {
         RwFlags::ALL.contains(flags)
     }
 
+    /// What is not done inline holds its file before it enters the ring.
+    fn runs_lent_fds(&self) -> bool {
+        true
+    }
+
     fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         // What the page cache serves costs less as one plain syscall than as an SQE.
-        let Some(request) = complete_inline(request) else {
+        let Some(mut request) = complete_inline(request) else {
             return Ok(());
         };
+        // A request in the ring may be submitted again later (see the module's last part).
+        if let Err(e) = request.request.hold_file() {
+            return Err((request, e));
+        }
         let key = request.request.key();
         let signals_eventfd = request.request.resfd.is_some();
         let mut op = Box::new(Op {
