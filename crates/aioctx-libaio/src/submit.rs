@@ -123,10 +123,9 @@ fn decode(
     } else {
         None
     };
-    // The io_prep_* helpers zero the whole iocb: the key is almost always 0 already.
-    if iocb.aio_key != abi::KIOCB_KEY {
-        user::write(user_iocb + AIO_KEY_OFFSET, &abi::KIOCB_KEY)?;
-    }
+    // Written even when it is 0 already, as the kernel's put_user: a read-only iocb is
+    // EFAULT. A guarded store costs no system call.
+    user::write(user_iocb + AIO_KEY_OFFSET, &abi::KIOCB_KEY)?;
     let opcode = Opcode::from_raw(iocb.aio_lio_opcode).ok_or(libc::EINVAL)?;
     let mut parts = RawParts {
         opcode,
