@@ -287,6 +287,11 @@ fn cached_writes_and_reads_complete_inside_io_submit() {
 }
 
 #[test]
+fn a_ring_moved_with_mremap_keeps_working() {
+    run_c("mremap");
+}
+
+#[test]
 fn fast_paths_keep_the_kernels_answers() {
     run_c("fastpath");
 }

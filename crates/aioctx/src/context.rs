@@ -266,6 +266,20 @@ impl Context {
         self.core.ring.as_ptr()
     }
 
+    /// Where, from the handle, the ring's memory holds its identity token, and the token:
+    /// memory holding it there is this context's ring, wherever the caller moved it.
+    #[doc(hidden)]
+    pub fn ring_identity(&self) -> (usize, u64) {
+        self.core.ring.identity_at()
+    }
+
+    /// Records that a C caller moved the ring (`mremap`) to `handle`, recognised by its
+    /// identity; `ring_ptr` is that address from now on. False if this ring cannot move.
+    #[doc(hidden)]
+    pub fn ring_moved_to(&self, handle: *mut abi::AioRingHeader) -> bool {
+        self.core.ring.moved_to(handle)
+    }
+
     /// A snapshot of the ring's header words, as a C reader of the handle sees them.
     pub fn ring_header(&self) -> abi::AioRingHeader {
         self.core.ring.header()
