@@ -8,7 +8,8 @@
 //! A ring the caller moved with `mremap` keeps working at its new address, as on the
 //! kernel: a handle not in the table whose memory holds a live ring's identity token (read
 //! without faulting) is that ring, and the table follows it there. Its old address then
-//! names nothing, as on the kernel.
+//! names nothing, as on the kernel: every lookup checks that token (a caller that scribbles
+//! over it, past the last event, loses its handle).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -98,10 +99,25 @@ pub(crate) fn insert(context: Context) -> (usize, Arc<Context>) {
 /// The live context a handle names in this process, if any.
 pub(crate) fn lookup(handle: usize) -> Option<Arc<Context>> {
     let generation = GENERATION.load(Ordering::Relaxed);
-    if let Some(entry) = read_table().get(&handle) {
-        return (entry.generation == generation).then(|| Arc::clone(&entry.context));
+    let filed = read_table()
+        .get(&handle)
+        .filter(|entry| entry.generation == generation)
+        .map(|entry| Arc::clone(&entry.context));
+    match filed {
+        // Still there, unless the caller moved it away (then the new address will say).
+        Some(context) if holds_ring_of(handle, &context) => Some(context),
+        Some(_) => None,
+        None => moved_ring(handle, generation),
     }
-    moved_ring(handle, generation)
+}
+
+/// Whether the memory at `handle` holds `context`'s ring (its identity token, read
+/// without faulting and without a system call).
+fn holds_ring_of(handle: usize, context: &Context) -> bool {
+    let (offset, token) = context.ring_identity();
+    handle
+        .checked_add(offset)
+        .is_some_and(|at| user::read::<u64>(at) == Ok(token))
 }
 
 /// The live context whose ring the caller moved to `handle`, now filed under it.
