@@ -15,6 +15,12 @@
 //! cdylib cannot. The engine is `AIOCTX_ENGINE`'s, else the best that works here. With
 //! `AIOCTX_STATS=<path>`, each destroyed context appends a line of its counters there.
 //!
+//! Caller memory is read and written with a fault-guarded copy, as the kernel's
+//! `copy_from_user`: the first call installs a `SIGSEGV`/`SIGBUS` handler that turns a fault
+//! of that copy into `EFAULT` and passes every other fault on to the handler installed
+//! before it (or the default action); a handler the program installs later takes its place
+//! (see `fault.rs`). Under valgrind, and off x86-64, `process_vm_readv`/`writev` do it.
+//!
 //! What it does not do: the kernel-only interfaces libaio never wrapped (`io_uring`, the
 //! raw syscalls called directly by a program) are not intercepted.
 

@@ -117,6 +117,29 @@ static void direct_fd_reused(io_context_t ctx)
 	close(other);
 }
 
+/* The same for a cold buffered read (evicted from the page cache, so it cannot complete
+   inside io_submit and goes asynchronous on every engine). */
+static void cold_fd_reused(io_context_t ctx)
+{
+	int original = temp_file(65536, 7, O_RDONLY);
+	int other = temp_file(65536, 8, O_RDONLY);
+	CHECK(posix_fadvise(original, 0, 0, POSIX_FADV_DONTNEED) == 0);
+	unsigned char *buf = aligned(65536);
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	io_prep_pread(&iocb, original, buf, 65536, 0);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	CHECK(dup2(other, original) == original);
+	struct io_event event;
+	CHECK_RET(io_getevents(ctx, 1, 1, &event, &five), 1);
+	CHECK(event.res == 65536);
+	for (size_t i = 0; i < 65536; i++)
+		CHECK(buf[i] == file_byte(i, 7));
+	free(buf);
+	close(original);
+	close(other);
+}
+
 int main(void)
 {
 	report_library();
@@ -128,6 +151,7 @@ int main(void)
 	key_reset(ctx, file);
 	fd_reused_while_in_flight(ctx);
 	direct_fd_reused(ctx);
+	cold_fd_reused(ctx);
 	CHECK_RET(io_destroy(ctx), 0);
 	return 0;
 }

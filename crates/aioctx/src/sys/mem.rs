@@ -239,7 +239,15 @@ impl Drop for RingMem {
     fn drop(&mut self) {
         let Some(view) = &self.caller else { return };
         let addr = view.addr.load(Ordering::Relaxed);
-        if read_own_memory(addr + self.identity_offset) == Some(self.token) {
+        let still_ours = match read_own_memory(addr + self.identity_offset) {
+            Ok(token) => token == self.token,
+            // Nothing mapped there: the caller moved it away.
+            Err(libc::EFAULT) => false,
+            // The check itself is refused (a seccomp filter): the caller most likely left
+            // the ring where it was, and leaking it on every destroy would be worse.
+            Err(_) => true,
+        };
+        if still_ours {
             // SAFETY: the range is the caller's view of this ring (its token is there),
             // which nothing of ours uses; the caller destroyed the context.
             unsafe { libc::munmap(addr as *mut libc::c_void, view.len) };
@@ -278,8 +286,8 @@ fn ring_token(own: usize) -> u64 {
     (own as u64).rotate_left(17) ^ salt
 }
 
-/// Reads 8 bytes of this process's memory at `addr`, or None where nothing is mapped.
-fn read_own_memory(addr: usize) -> Option<u64> {
+/// Reads 8 bytes of this process's memory at `addr` (`EFAULT` where nothing is mapped).
+fn read_own_memory(addr: usize) -> Result<u64, i32> {
     let mut value = 0u64;
     let local = libc::iovec {
         iov_base: (&mut value as *mut u64).cast(),
@@ -292,7 +300,13 @@ fn read_own_memory(addr: usize) -> Option<u64> {
     // SAFETY: `local` is 8 bytes of a live local; the kernel checks `remote` and fails
     // instead of faulting.
     let done = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    (done == 8).then_some(value)
+    match done {
+        8 => Ok(value),
+        -1 => Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EFAULT)),
+        _ => Err(libc::EFAULT),
+    }
 }
 
 /// The system page size.
