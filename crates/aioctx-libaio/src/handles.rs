@@ -4,6 +4,12 @@
 //! here, never dereferenced, so a stale, forged or destroyed handle is `EINVAL`. After
 //! `fork()` the child's copies of the parent's entries stop resolving (as the kernel's do):
 //! every entry carries the fork generation it was made in.
+//!
+//! A ring the caller moved with `mremap` keeps working at its new address, as on the
+//! kernel: a handle not in the table whose memory holds a live ring's identity token (read
+//! without faulting) is that ring, and the table follows it there. Its old address then
+//! names nothing, as on the kernel: every lookup checks that token (a caller that scribbles
+//! over it, past the last event, loses its handle).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -11,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use aioctx::Context;
+
+use crate::user;
 
 struct Entry {
     context: Arc<Context>,
@@ -90,9 +98,51 @@ pub(crate) fn insert(context: Context) -> (usize, Arc<Context>) {
 
 /// The live context a handle names in this process, if any.
 pub(crate) fn lookup(handle: usize) -> Option<Arc<Context>> {
-    let table = read_table();
-    let entry = table.get(&handle)?;
-    (entry.generation == GENERATION.load(Ordering::Relaxed)).then(|| Arc::clone(&entry.context))
+    let generation = GENERATION.load(Ordering::Relaxed);
+    let filed = read_table()
+        .get(&handle)
+        .filter(|entry| entry.generation == generation)
+        .map(|entry| Arc::clone(&entry.context));
+    match filed {
+        // Still there, unless the caller moved it away (then the new address will say).
+        Some(context) if holds_ring_of(handle, &context) => Some(context),
+        Some(_) => None,
+        None => moved_ring(handle, generation),
+    }
+}
+
+/// Whether the memory at `handle` holds `context`'s ring (its identity token, read
+/// without faulting and without a system call).
+fn holds_ring_of(handle: usize, context: &Context) -> bool {
+    let (offset, token) = context.ring_identity();
+    handle
+        .checked_add(offset)
+        .is_some_and(|at| user::read::<u64>(at) == Ok(token))
+}
+
+/// The live context whose ring the caller moved to `handle`, now filed under it.
+fn moved_ring(handle: usize, generation: u64) -> Option<Arc<Context>> {
+    // The header's `nr` only says where to look for the token: a wrong one finds nothing.
+    let nr: u32 = user::read(handle.checked_add(4)?).ok()?;
+    let event = size_of::<aioctx::sys::abi::IoEvent>();
+    let offset = (nr as usize).checked_mul(event)?.checked_add(32)?;
+    let token: u64 = user::read(handle.checked_add(offset)?).ok()?;
+    let mut table = write_table();
+    let old = table
+        .iter()
+        .find(|(_, entry)| {
+            entry.generation == generation && entry.context.ring_identity() == (offset, token)
+        })
+        .map(|(&old, _)| old)?;
+    // A ring in one mapping cannot follow a move: the library still writes at the old
+    // address, so the new one is not a handle.
+    if !table[&old].context.ring_moved_to(handle as *mut _) {
+        return None;
+    }
+    let entry = table.remove(&old)?;
+    let context = Arc::clone(&entry.context);
+    table.insert(handle, entry);
+    Some(context)
 }
 
 /// Forgets a destroyed context's handle (unless it already names another context). The

@@ -8,12 +8,18 @@
 //! ```
 //!
 //! This crate only translates: every call looks its handle up (`handles`), reads and writes
-//! caller memory without faulting (`user`), decodes iocbs in the kernel's order (`submit`)
+//! caller memory without faulting (`user`, `fault`), decodes iocbs in the kernel's order (`submit`)
 //! and returns a negative errno, with `errno` untouched. It is built as a static library;
 //! `make dropin` links it with `symver.c` and `libaio.map` into a shared object carrying
 //! libaio 0.3.113's symbol versions (`LIBAIO_0.1`, `LIBAIO_0.4`, `LIBAIO_0.5`), which a
 //! cdylib cannot. The engine is `AIOCTX_ENGINE`'s, else the best that works here. With
 //! `AIOCTX_STATS=<path>`, each destroyed context appends a line of its counters there.
+//!
+//! Caller memory is read and written with a fault-guarded copy, as the kernel's
+//! `copy_from_user`: the first call installs a `SIGSEGV`/`SIGBUS` handler that turns a fault
+//! of that copy into `EFAULT` and passes every other fault on to the handler installed
+//! before it (or the default action); a handler the program installs later takes its place
+//! (see `fault.rs`). Under valgrind, and off x86-64, `process_vm_readv`/`writev` do it.
 //!
 //! What it does not do: the kernel-only interfaces libaio never wrapped (`io_uring`, the
 //! raw syscalls called directly by a program) are not intercepted.
@@ -25,6 +31,8 @@ use aioctx::sys::abi::IoEvent;
 use aioctx::Context;
 use libc::{c_int, c_long};
 
+#[cfg(target_arch = "x86_64")]
+mod fault;
 mod getevents;
 mod handles;
 mod stats;

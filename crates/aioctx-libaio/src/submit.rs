@@ -2,15 +2,13 @@
 //! checks in the kernel's order (fs/aio.c: `io_submit_one`, `__io_submit_one`, `aio_read`,
 //! `aio_prep_fsync`, `aio_poll`; lib/iov_iter.c: `__import_iovec`).
 
-use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use aioctx::sys::abi::{self, Iocb};
-use aioctx::sys::fd::{dup_raw, open_mode};
+use aioctx::sys::fd::{open_mode_raw, OpenMode};
 use aioctx::sys::mem::RawMem;
-use aioctx::{Context, Opcode, RawParts, Request, RwFlags};
+use aioctx::{Context, LentFd, Opcode, RawParts, Request, RwFlags};
 
 use crate::user::{self, Errno};
 
@@ -34,11 +32,12 @@ pub(crate) fn submit(context: &Context, nr: usize, iocbpp: usize) -> Result<usiz
     let nr = nr.min(context.capacity() as usize);
     let (pointers, unreadable) = iocb_pointers(iocbpp, nr);
     let mut failure = unreadable;
+    let mut files = Files::default();
     // One batch: io_uring gets the whole array in one enter (and the device one doorbell).
     let accepted = context.batch(|| {
         let mut accepted = 0;
         for &user_iocb in &pointers {
-            if let Err(error) = submit_one(context, user_iocb) {
+            if let Err(error) = submit_one(context, user_iocb, &mut files) {
                 failure = Some(error);
                 break;
             }
@@ -72,40 +71,65 @@ fn iocb_pointers(iocbpp: usize, nr: usize) -> (Vec<usize>, Option<Errno>) {
 
 /// One iocb: the checks before a ring slot is taken, then the rest under `submit_with`, so
 /// that a full ring (`EAGAIN`) is reported before anything found in the iocb's fields.
-fn submit_one(context: &Context, user_iocb: usize) -> Result<(), Errno> {
+fn submit_one(context: &Context, user_iocb: usize, files: &mut Files) -> Result<(), Errno> {
     let iocb: Iocb = user::read(user_iocb)?;
     if iocb.aio_reserved2 != 0 || (iocb.aio_nbytes as i64) < 0 {
         return Err(libc::EINVAL);
     }
     context
         .submit_with(|| {
-            decode(context, &iocb, user_iocb)
+            decode(context, &iocb, user_iocb, files)
                 .map(Request::from)
                 .map_err(io::Error::from_raw_os_error)
         })
         .map_err(errno_of)
 }
 
-/// Resolves a caller's descriptor now, so the request keeps its file whatever the caller
-/// later does with the number.
-fn resolve_fd(raw: u32) -> Result<Arc<File>, Errno> {
-    let fd = dup_raw(raw as i32).map_err(errno_of)?;
-    Ok(Arc::new(File::from(fd)))
+/// The caller's descriptors met in one `io_submit`, each looked at once: its mode, and
+/// the number lent to the requests of the call on it ([`LentFd`]: what the kernel runs
+/// before the call returns needs no copy of the descriptor; a request kept longer takes
+/// one, shared by all). So a request keeps its file whatever the caller does with the
+/// number once submit returned. Within one call a number names one file, unless another
+/// thread of the caller closes and reuses it during the call, a race whose every outcome
+/// the kernel allows too (each iocb gets the file the number named at some moment of it).
+#[derive(Default)]
+struct Files {
+    resolved: Vec<(Arc<LentFd>, OpenMode)>,
 }
 
-fn decode(context: &Context, iocb: &Iocb, user_iocb: usize) -> Result<RawParts, Errno> {
-    let file = resolve_fd(iocb.aio_fildes)?;
+impl Files {
+    fn resolve(&mut self, raw: u32) -> Result<(Arc<LentFd>, OpenMode), Errno> {
+        let raw = i32::try_from(raw).map_err(|_| libc::EBADF)?;
+        if let Some((fd, mode)) = self.resolved.iter().find(|(fd, _)| fd.raw() == raw) {
+            return Ok((Arc::clone(fd), *mode));
+        }
+        let mode = open_mode_raw(raw).map_err(errno_of)?;
+        let fd = Arc::new(LentFd::new(raw));
+        self.resolved.push((Arc::clone(&fd), mode));
+        Ok((fd, mode))
+    }
+}
+
+fn decode(
+    context: &Context,
+    iocb: &Iocb,
+    user_iocb: usize,
+    files: &mut Files,
+) -> Result<RawParts, Errno> {
+    let (fd, mode) = files.resolve(iocb.aio_fildes)?;
     let resfd = if iocb.aio_flags & abi::IOCB_FLAG_RESFD != 0 {
         let eventfd = context.resolve_eventfd(iocb.aio_resfd as i32);
         Some(eventfd.map_err(errno_of)?)
     } else {
         None
     };
+    // Written even when it is 0 already, as the kernel's put_user: a read-only iocb is
+    // EFAULT. A guarded store costs no system call.
     user::write(user_iocb + AIO_KEY_OFFSET, &abi::KIOCB_KEY)?;
     let opcode = Opcode::from_raw(iocb.aio_lio_opcode).ok_or(libc::EINVAL)?;
     let mut parts = RawParts {
         opcode,
-        file,
+        fd,
         offset: iocb.aio_offset,
         segments: Vec::new(),
         poll_events: 0,
@@ -113,10 +137,12 @@ fn decode(context: &Context, iocb: &Iocb, user_iocb: usize) -> Result<RawParts, 
         data: iocb.aio_data,
         obj: user_iocb as u64,
         resfd,
+        mode: None,
     };
     match opcode {
         Opcode::Pread | Opcode::Pwrite | Opcode::Preadv | Opcode::Pwritev => {
-            parts.rw_flags = rw_flags(iocb, &parts.file, opcode)?;
+            parts.rw_flags = rw_flags(iocb, mode, opcode)?;
+            parts.mode = Some(mode);
             parts.segments = if matches!(opcode, Opcode::Preadv | Opcode::Pwritev) {
                 iovec_segments(iocb)?
             } else {
@@ -149,11 +175,10 @@ fn decode(context: &Context, iocb: &Iocb, user_iocb: usize) -> Result<RawParts, 
 
 /// The `RWF_*` flags of a read or write. Bits aioctx does not know are `EOPNOTSUPP`, after
 /// the file's mode has been checked (`EBADF` comes first, as for known flags).
-fn rw_flags(iocb: &Iocb, file: &File, opcode: Opcode) -> Result<RwFlags, Errno> {
+fn rw_flags(iocb: &Iocb, mode: OpenMode, opcode: Opcode) -> Result<RwFlags, Errno> {
     if let Some(flags) = RwFlags::from_bits(iocb.aio_rw_flags as u32) {
         return Ok(flags);
     }
-    let mode = open_mode(file.as_fd()).map_err(errno_of)?;
     if (opcode.is_read() && !mode.readable) || (opcode.is_write() && !mode.writable) {
         return Err(libc::EBADF);
     }

@@ -2,9 +2,14 @@
 //!
 //! Every pointer a C caller hands over may be NULL, -1, a kernel-half address, unmapped, or
 //! read-only where a result is stored; the kernel answers all of those with `EFAULT` and so
-//! must we, instead of a SIGSEGV in the caller. The copies go through `process_vm_readv` /
-//! `process_vm_writev` on our own process: the kernel walks the page tables and reports a
-//! bad address as an error (they are allowed by Docker's default seccomp profile).
+//! must we, instead of a SIGSEGV in the caller. Cheap checks come first, with no system call
+//! (the NULL page, the kernel half, addresses past the end of user space); then the copy
+//! itself is fault-guarded (`fault.rs`: a plain copy whose fault becomes `EFAULT`, as the
+//! kernel's `copy_from_user`), which costs no system call either. Where that guard is not
+//! available (not x86-64) or would be seen (under valgrind), the copies go through
+//! `process_vm_readv` / `process_vm_writev` on our own process: the kernel walks the page
+//! tables and reports a bad address as an error (they are allowed by Docker's default
+//! seccomp profile), at about the cost of eight trivial system calls each.
 
 use std::mem::{size_of, MaybeUninit};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -17,6 +22,10 @@ pub(crate) type Errno = i32;
 
 /// The end of the x86-64 user address space (the kernel's `TASK_SIZE_MAX`): `access_ok`.
 const USER_END: usize = 0x7fff_ffff_f000;
+
+/// Below this, an address is in the NULL page, which the kernel never maps for a process
+/// (`mmap_min_addr` is at least a page).
+const NULL_PAGE_END: usize = 0x1000;
 
 /// Whether `[addr, addr + len)` lies in the user half, as the kernel's `access_ok` checks
 /// before it touches (or lends to a request) caller memory.
@@ -59,9 +68,34 @@ fn copy(local: *mut u8, remote: usize, len: usize, direction: Direction) -> Resu
     if len == 0 {
         return Ok(());
     }
-    if !access_ok(remote, len) {
+    if remote < NULL_PAGE_END || !access_ok(remote, len) {
         return Err(libc::EFAULT);
     }
+    #[cfg(target_arch = "x86_64")]
+    if !crate::fault::under_valgrind() {
+        crate::fault::install();
+        let (dst, src) = match direction {
+            Direction::FromCaller => (local, remote as *const u8),
+            Direction::ToCaller => (remote as *mut u8, local.cast_const()),
+        };
+        // SAFETY: the guard is installed; `local` is `len` bytes of our own live memory
+        // (checked by the callers' types); a fault on the caller's side becomes EFAULT.
+        return if unsafe { crate::fault::copy(dst, src, len) } {
+            Ok(())
+        } else {
+            Err(libc::EFAULT)
+        };
+    }
+    copy_by_syscall(local, remote, len, direction)
+}
+
+/// `copy` through the kernel, which reports a bad remote address instead of faulting.
+fn copy_by_syscall(
+    local: *mut u8,
+    remote: usize,
+    len: usize,
+    direction: Direction,
+) -> Result<(), Errno> {
     let local = libc::iovec {
         iov_base: local.cast(),
         iov_len: len,

@@ -5,7 +5,7 @@
 //! C programs print the library that resolved `io_setup`, the clients leave
 //! `AIOCTX_STATS` lines naming the engine.
 //!
-//! Needs: `cc`, `libaio-dev`, `fio`, `qemu-utils`, `valgrind`, and a venv with
+//! Needs: `cc`, `libaio-dev`, `fio`, `qemu-utils`, `valgrind`, `strace`, and a venv with
 //! `libaio==0.9.5` at `$AIOCTX_LIBAIO_VENV` (default `target/venv-libaio`).
 
 use std::path::{Path, PathBuf};
@@ -103,8 +103,13 @@ fn on_dropin(program: &str, engine: &str) -> Command {
 /// Runs a C test program on every engine: it must pass, be served by the drop-in, and load
 /// without symbol-version warnings.
 fn run_c(name: &str) {
+    run_c_on(name, engines());
+}
+
+/// As `run_c`, on the given engines.
+fn run_c_on(name: &str, engines: Vec<&str>) {
     let binary = c_program(name);
-    for engine in engines() {
+    for engine in engines {
         let out = on_dropin(binary.to_str().expect("utf-8 path"), engine)
             .output()
             .expect("run C program");
@@ -294,6 +299,78 @@ fn never_ready_pipe_and_socket_requests_are_cancelled() {
     run_c("never_ready");
 }
 
+/// On every engine that runs real I/O (the simulator's timing is its configuration's).
+#[test]
+fn cached_writes_and_reads_complete_inside_io_submit() {
+    let real = engines().into_iter().filter(|&e| e != "sim").collect();
+    run_c_on("timing", real);
+}
+
+#[test]
+fn a_ring_moved_with_mremap_keeps_working() {
+    run_c("mremap");
+}
+
+#[test]
+fn fast_paths_keep_the_kernels_answers() {
+    run_c("fastpath");
+}
+
+/// System calls the drop-in makes besides the I/O, per request, at batch 16: the file's
+/// mode is learnt once per call and number, caller memory is copied without a system call,
+/// and the caller's fd is copied only for what outlives the call, once per call. A
+/// per-request `fcntl`, `fstat`, `dup` or `process_vm_*` coming back fails this.
+#[test]
+fn no_per_request_fd_or_memory_syscalls_at_batch_16() {
+    const REQUESTS: u64 = 20_000;
+    const COUNTED: [&str; 10] = [
+        "fcntl",
+        "fstat",
+        "newfstatat",
+        "statx",
+        "dup",
+        "dup2",
+        "dup3",
+        "process_vm_readv",
+        "process_vm_writev",
+        "kcmp",
+    ];
+    let binary = c_program("syscalls");
+    for engine in engines().into_iter().filter(|&e| e != "sim") {
+        for mode in ["buffered", "direct"] {
+            let summary = scratch(&format!("strace-{engine}-{mode}"));
+            let out = on_dropin("strace", engine)
+                .args(["-f", "-c", "-o"])
+                .arg(&summary)
+                .arg(&binary)
+                .args([REQUESTS.to_string().as_str(), mode])
+                .output()
+                .expect("run strace");
+            assert!(
+                out.status.success(),
+                "syscalls {engine} {mode}: {}",
+                text(&out)
+            );
+            let table = std::fs::read_to_string(&summary).expect("strace summary");
+            let _ = std::fs::remove_file(&summary);
+            // Lines: % time, seconds, usecs/call, calls, [errors], syscall.
+            let counted: u64 = table
+                .lines()
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let name = *fields.last()?;
+                    let calls = fields.get(3)?.parse::<u64>().ok()?;
+                    COUNTED.contains(&name).then_some(calls)
+                })
+                .sum();
+            assert!(
+                counted * 4 <= REQUESTS,
+                "{engine} {mode}: {counted} fd/memory system calls for {REQUESTS} requests:\n{table}"
+            );
+        }
+    }
+}
+
 /// Every C program but `badptr`, which hands I/O syscalls unmapped buffers on purpose
 /// (the kernel's `-EFAULT` in the event is what it checks, and valgrind reports exactly those
 /// syscalls); its bad pointers to the calls themselves never reach a syscall valgrind checks.
@@ -309,6 +386,7 @@ fn c_programs_are_clean_under_valgrind() {
         "abi",
         "resfd",
         "fork",
+        "timing",
     ];
     for name in programs {
         let binary = c_program(name);

@@ -259,6 +259,20 @@ impl Context {
         self.core.ring.as_ptr()
     }
 
+    /// Where, from the handle, the ring's memory holds its identity token, and the token:
+    /// memory holding it there is this context's ring, wherever the caller moved it.
+    #[doc(hidden)]
+    pub fn ring_identity(&self) -> (usize, u64) {
+        self.core.ring.identity_at()
+    }
+
+    /// Records that a C caller moved the ring (`mremap`) to `handle`, recognised by its
+    /// identity; `ring_ptr` is that address from now on. False if this ring cannot move.
+    #[doc(hidden)]
+    pub fn ring_moved_to(&self, handle: *mut abi::AioRingHeader) -> bool {
+        self.core.ring.moved_to(handle)
+    }
+
     /// A snapshot of the ring's header words, as a C reader of the handle sees them.
     pub fn ring_header(&self) -> abi::AioRingHeader {
         self.core.ring.header()
@@ -346,6 +360,11 @@ impl Context {
         if let Err(error) = self.check(&mut request) {
             return Err(SubmitError { error, request });
         }
+        if !self.engine.runs_lent_fds() {
+            if let Err(error) = request.hold_file() {
+                return Err(SubmitError { error, request });
+            }
+        }
         let inflight = Inflight {
             request,
             core: Arc::clone(&self.core),
@@ -371,13 +390,18 @@ impl Context {
             }
         }
         let op = request.opcode;
-        let file = match (&request.file, op) {
-            (_, Opcode::Noop) => return Ok(()),
-            (None, _) => return Err(errno(libc::EBADF)),
-            (Some(file), _) => file,
-        };
+        if op == Opcode::Noop {
+            return Ok(());
+        }
+        if request.file.is_none() && request.lent.is_none() {
+            return Err(errno(libc::EBADF));
+        }
         if op.is_read() || op.is_write() {
-            let mode = fd::open_mode(file.as_fd())?;
+            let mode = match (&request.file, request.mode_known) {
+                (_, true) => request.mode,
+                (Some(file), false) => fd::open_mode(file.as_fd())?,
+                (None, false) => return Err(errno(libc::EBADF)),
+            };
             if (op.is_read() && !mode.readable) || (op.is_write() && !mode.writable) {
                 return Err(errno(libc::EBADF));
             }

@@ -42,7 +42,7 @@ pub use context::{Completion, Context, Stats, SubmitError};
 pub use engine::sim::{CrashAt, Latency, SimConfig, SimMachine};
 pub use engine::{EngineKind, Probe};
 pub use lifecycle::State;
-pub use request::{Opcode, RawParts, Request, RwFlags};
+pub use request::{LentFd, Opcode, RawParts, Request, RwFlags};
 pub use sys::mem::SharedMem;
 
 #[cfg(all(test, loom))]

@@ -4,11 +4,12 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
 
 use crate::buf::{Buf, Buffers};
 use crate::sys::abi;
-use crate::sys::fd::OpenMode;
+use crate::sys::fd::{dup_raw, OpenMode};
 use crate::sys::mem::SharedMem;
 
 /// The AIO opcodes aioctx executes (the kernel's `IOCB_CMD_*` values).
@@ -115,6 +116,9 @@ impl std::ops::BitOr for RwFlags {
 pub struct Request {
     pub(crate) opcode: Opcode,
     pub(crate) file: Option<Arc<File>>,
+    /// A C caller's descriptor, in place of `file`, valid only until submit returns: an
+    /// engine that keeps the request beyond that calls `hold_file` first.
+    pub(crate) lent: Option<Arc<LentFd>>,
     pub(crate) offset: i64,
     pub(crate) buffers: Buffers,
     pub(crate) poll_events: u16,
@@ -124,6 +128,9 @@ pub struct Request {
     pub(crate) resfd: Option<Arc<File>>,
     /// The file's mode, learnt by submit's checks, for the engines' choices.
     pub(crate) mode: OpenMode,
+    /// Whether `mode` is already known (the C ABI learns it once per file and batch), so
+    /// submit's checks do not ask the kernel again.
+    pub(crate) mode_known: bool,
 }
 
 impl Request {
@@ -131,6 +138,7 @@ impl Request {
         Request {
             opcode,
             file,
+            lent: None,
             offset,
             buffers,
             poll_events: 0,
@@ -139,6 +147,7 @@ impl Request {
             obj: None,
             resfd: None,
             mode: OpenMode::default(),
+            mode_known: false,
         }
     }
 
@@ -283,9 +292,69 @@ impl Request {
         self.opcode
     }
 
+    /// The descriptor the request runs on: its own file's, or the one it was lent.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        match (&self.file, &self.lent) {
+            (Some(file), _) => Some(file.as_raw_fd()),
+            (None, Some(lent)) => Some(lent.raw),
+            (None, None) => None,
+        }
+    }
+
+    /// Makes the request hold its file open itself (a copy of a lent descriptor), for an
+    /// engine that keeps it after submit returns: a worker, the poller, a ring that may
+    /// submit it again. After this the caller may close or reuse the number.
+    pub(crate) fn hold_file(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            if let Some(lent) = &self.lent {
+                self.file = Some(lent.copy()?);
+                self.lent = None;
+            }
+        }
+        Ok(())
+    }
+
     /// Gives back the buffers of a request that was never accepted.
     pub fn into_bufs(self) -> Vec<Buf> {
         self.buffers.into_owned()
+    }
+}
+
+/// A descriptor number a C caller named in an iocb, lent for the duration of its submit
+/// call: once the call returns the number may name another file, or none. What the kernel
+/// runs before submit returns (a transfer the page cache serves, an iocb or SQE it takes,
+/// holding its own reference) needs no copy; a request kept beyond the call takes one
+/// (`Request::hold_file`), and one copy serves every request of the call on that number.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LentFd {
+    raw: RawFd,
+    copy: Mutex<Option<Arc<File>>>,
+}
+
+impl LentFd {
+    /// The caller's number `raw`, which must stay open until the submit call returns.
+    pub fn new(raw: RawFd) -> LentFd {
+        LentFd {
+            raw,
+            copy: Mutex::new(None),
+        }
+    }
+
+    /// The number lent.
+    pub fn raw(&self) -> RawFd {
+        self.raw
+    }
+
+    /// A descriptor of the same open file that the request owns (made once, shared).
+    fn copy(&self) -> io::Result<Arc<File>> {
+        let mut copy = crate::sync::lock(&self.copy);
+        if let Some(file) = &*copy {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(File::from(dup_raw(self.raw)?));
+        *copy = Some(Arc::clone(&file));
+        Ok(file)
     }
 }
 
@@ -294,7 +363,8 @@ impl Request {
 #[doc(hidden)]
 pub struct RawParts {
     pub opcode: Opcode,
-    pub file: Arc<File>,
+    /// The caller's descriptor (see [`LentFd`]).
+    pub fd: Arc<LentFd>,
     pub offset: i64,
     pub segments: Vec<crate::sys::mem::RawMem>,
     pub poll_events: u16,
@@ -302,6 +372,8 @@ pub struct RawParts {
     pub data: u64,
     pub obj: u64,
     pub resfd: Option<Arc<File>>,
+    /// The file's mode, if the caller already learnt it of this very open file.
+    pub mode: Option<OpenMode>,
 }
 
 impl From<RawParts> for Request {
@@ -313,7 +385,8 @@ impl From<RawParts> for Request {
         };
         Request {
             opcode: parts.opcode,
-            file: Some(parts.file),
+            file: None,
+            lent: Some(parts.fd),
             offset: parts.offset,
             buffers,
             poll_events: parts.poll_events,
@@ -321,7 +394,8 @@ impl From<RawParts> for Request {
             data: parts.data,
             obj: Some(parts.obj),
             resfd: parts.resfd,
-            mode: OpenMode::default(),
+            mode: parts.mode.unwrap_or_default(),
+            mode_known: parts.mode.is_some(),
         }
     }
 }

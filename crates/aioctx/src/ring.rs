@@ -93,6 +93,16 @@ impl Ring {
         self.mem.as_ptr()
     }
 
+    /// See [`RingMem::identity_at`].
+    pub(crate) fn identity_at(&self) -> (usize, u64) {
+        self.mem.identity_at()
+    }
+
+    /// See [`RingMem::moved_to`].
+    pub(crate) fn moved_to(&self, handle: *mut abi::AioRingHeader) -> bool {
+        self.mem.moved_to(handle)
+    }
+
     /// A snapshot of the header words as the shared page holds them (what a C reader of
     /// the handle sees, scribbles included).
     pub(crate) fn header(&self) -> abi::AioRingHeader {

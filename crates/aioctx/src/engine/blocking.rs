@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
 
 use crate::request::{Opcode, Request, RwFlags};
 
@@ -35,15 +34,6 @@ pub(crate) fn perform_rest(
     perform_window(request, via, extra, done..usize::MAX)
 }
 
-/// Whether the request's file is a block device: buffered I/O on one may wait for the disk
-/// like a regular file's, and its poll always says ready.
-pub(crate) fn is_block_device(request: &Request) -> bool {
-    request.file.as_ref().is_some_and(|file| {
-        file.metadata()
-            .is_ok_and(|meta| meta.file_type().is_block_device())
-    })
-}
-
 /// Runs the request on the bytes `window` of its buffers.
 fn perform_window(
     request: &mut Request,
@@ -51,9 +41,9 @@ fn perform_window(
     extra: RwFlags,
     window: std::ops::Range<usize>,
 ) -> i64 {
-    let fd = match (&request.file, via) {
+    let fd = match (request.raw_fd(), via) {
         (_, Some(via)) => via.as_raw_fd(),
-        (Some(file), None) => file.as_raw_fd(),
+        (Some(fd), None) => fd,
         (None, None) if request.opcode == Opcode::Noop => return 0,
         (None, None) => return -(libc::EBADF as i64),
     };

@@ -18,12 +18,11 @@
 //! - Polls go to the kernel (`IOCB_CMD_POLL`), where they wait without holding a thread and
 //!   can be cancelled.
 //! - Buffered reads and writes are what kernel AIO does inside `io_submit`, waiting for the
-//!   disk. They are tried with `RWF_NOWAIT` instead, on the submitting thread with
-//!   `preadv2`/`pwritev2`: the very call the kernel would make inside `io_submit` given the
-//!   flag, minus the trip through the kernel's ring and a reaper (on a 2-vCPU VM, cached
-//!   4 KiB reads at QD32 ran ~460k/s against ~190k/s through `io_submit`). Those that
-//!   cannot run without blocking (`EAGAIN`: not cached; `EOPNOTSUPP`: no non-blocking
-//!   buffered writes on this filesystem, as ext4) and reads cut short (partly cached) are
+//!   disk. What the page cache serves runs on the submitting thread instead (`inline.rs`:
+//!   `preadv2`/`pwritev2`, with `RWF_NOWAIT` where that works), the very call the kernel
+//!   would make inside `io_submit`, minus the trip through the kernel's ring and a reaper
+//!   (on a 2-vCPU VM, cached 4 KiB reads at QD32 ran ~460k/s against ~190k/s through
+//!   `io_submit`). What must wait for the device (cold reads, synchronous writes) is
 //!   re-issued on the shared thread pool, as Seastar does, and counted in
 //!   [`Stats::fallbacks`](crate::Stats::fallbacks). So are requests that find every shared
 //!   kernel context full.
@@ -40,11 +39,10 @@
 //! `-ECANCELED` (a write cut short: the bytes written).
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::blocking::{is_block_device, perform_with};
+use super::inline::complete_inline;
 use super::threads::ThreadsEngine;
 use super::{Engine, EngineKind};
 use crate::context::{Core, Inflight};
@@ -191,7 +189,7 @@ impl Op {
         let r = &mut request.request;
         let segments = r.buffers.segments();
         let mut iocb = Iocb {
-            aio_fildes: r.file.as_ref().map_or(-1, |f| f.as_raw_fd()) as u32,
+            aio_fildes: r.raw_fd().unwrap_or(-1) as u32,
             aio_offset: r.offset,
             ..Iocb::default()
         };
@@ -281,17 +279,6 @@ fn dispatch(event: &IoEvent) {
     let op = unsafe { Box::from_raw(event.data as *mut Op) };
     op.kernel.release();
     op.finish(event.obj, event.res);
-}
-
-/// Whether the result of a buffered request tried with `RWF_NOWAIT` must be redone on the
-/// pool. A short read may mean "partly cached", so only a full one is taken (redoing a read
-/// is harmless); a short write stands, since redoing part of a write could append twice.
-fn needs_pool(request: &Inflight, res: i64) -> bool {
-    let r = &request.request;
-    if res == -(libc::EAGAIN as i64) || res == -(libc::EOPNOTSUPP as i64) {
-        return true;
-    }
-    r.opcode.is_read() && res >= 0 && (res as usize) < r.buffers.total_len()
 }
 
 /// An aioctx context's side of the engine, shared with its requests in flight.
@@ -393,16 +380,12 @@ impl KaioEngine {
         }
     }
 
-    /// A buffered read or write, tried on this thread with `RWF_NOWAIT`, which is what
-    /// kernel AIO would do inside `io_submit` given the flag, without the trip through the
-    /// kernel's ring and a reaper thread: completed at once if it could run without
-    /// blocking, else handed to the pool.
-    fn try_nowait(&self, mut request: Inflight) {
-        let res = perform_with(&mut request.request, RwFlags::NOWAIT);
-        if needs_pool(&request, res) {
+    /// A buffered read or write, run on this thread if the page cache serves it (what
+    /// kernel AIO does inside `io_submit`, without the trip through the kernel's ring and a
+    /// reaper thread), else handed to the pool.
+    fn try_inline(&self, request: Inflight) {
+        if let Some(request) = complete_inline(request) {
             self.local.fall_back(request);
-        } else {
-            request.complete(res);
         }
     }
 
@@ -437,17 +420,24 @@ impl Engine for KaioEngine {
         true
     }
 
+    /// The kernel takes its own reference at `io_submit`; the pool holds what it keeps.
+    fn runs_lent_fds(&self) -> bool {
+        true
+    }
+
     fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         let r = &request.request;
         match r.opcode {
             Opcode::Noop => request.complete(0),
             Opcode::Poll | Opcode::Fsync | Opcode::Fdsync => self.submit_to_kernel(request),
-            _ if r.mode.direct && (r.mode.regular || is_block_device(r)) => {
+            // Raw devices opened O_DIRECT are what databases use kernel AIO for, and the
+            // kernel runs them asynchronously.
+            _ if r.mode.direct && (r.mode.regular || r.mode.block_device) => {
                 self.submit_to_kernel(request)
             }
             _ if !r.mode.regular => return self.local.pool.start(request),
             _ if r.rw_flags.contains(RwFlags::NOWAIT) => self.submit_to_kernel(request),
-            _ => self.try_nowait(request),
+            _ => self.try_inline(request),
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use crate::context::{Core, Inflight};
 use crate::request::RwFlags;
 
 mod blocking;
+mod inline;
 pub mod kaio;
 mod poller;
 pub mod sim;
@@ -27,6 +28,13 @@ pub(crate) trait Engine: Send + Sync {
 
     /// Whether the engine honours these `RWF_*` flags (else submit fails `EOPNOTSUPP`).
     fn supports(&self, flags: RwFlags) -> bool;
+
+    /// Whether `start` takes requests on a lent descriptor (`Request::lent`) and calls
+    /// `Request::hold_file` for each one it keeps after it returns; else the context makes
+    /// every request hold its file before `start`.
+    fn runs_lent_fds(&self) -> bool {
+        false
+    }
 
     /// Starts a checked request. On error the request comes back, never started.
     fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)>;

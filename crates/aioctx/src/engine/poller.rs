@@ -149,7 +149,10 @@ pub(crate) fn cancel_polls(core: &Arc<Core>, matches: impl Fn(u64) -> bool, limi
 }
 
 /// Hands a POLL request to the process's poller.
-pub(crate) fn start_poll(request: Inflight) -> Result<(), (Inflight, io::Error)> {
+pub(crate) fn start_poll(mut request: Inflight) -> Result<(), (Inflight, io::Error)> {
+    if let Err(e) = request.request.hold_file() {
+        return Err((request, e));
+    }
     match poller() {
         Ok(poller) => poller.add(request, Then::Report),
         Err(e) => Err((request, e)),

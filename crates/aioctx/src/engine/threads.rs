@@ -1,12 +1,11 @@
 //! The thread-pool engine: one bounded pool of workers shared by every context of the
 //! process, serving contexts round-robin so that one busy context cannot starve another.
 //!
-//! A request is first tried on the submitting thread with `RWF_NOWAIT` when that cannot
-//! block (a buffered read whose pages are cached completes in about a microsecond instead
-//! of two cross-CPU wake-ups); otherwise it waits in its context's queue for a worker.
-//! Polls, and reads and writes of pipes, FIFOs, sockets and character devices, wait for
-//! readiness in the poller instead, where no worker is held (see `poller.rs`): they never
-//! block a worker for a peer that may never come.
+//! What the page cache serves completes on the submitting thread (`inline.rs`: about a
+//! microsecond instead of two cross-CPU wake-ups); the rest waits in its context's queue
+//! for a worker. Polls, and reads and writes of pipes, FIFOs, sockets and character
+//! devices, wait for readiness in the poller instead, where no worker is held (see
+//! `poller.rs`): they never block a worker for a peer that may never come.
 //!
 //! Queued requests and everything waiting in the poller can be cancelled; a request a
 //! worker is running (I/O of a regular file or block device, which always finishes)
@@ -17,7 +16,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, OnceLock};
 
-use super::blocking::{perform, perform_with};
+use super::blocking::perform;
+use super::inline::complete_inline;
 use super::poller::{cancel_polls, start_poll, start_transfer, waits_for_peer, HandOff};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
 use crate::context::{Core, Inflight};
@@ -177,7 +177,13 @@ impl Pool {
 }
 
 impl Queue {
-    fn enqueue(self: &Arc<Queue>, request: Inflight) {
+    /// Queues a request for a worker; it holds its file from now on (a copy failing, as
+    /// for want of descriptors, is its event's error).
+    fn enqueue(self: &Arc<Queue>, mut request: Inflight) {
+        if let Err(error) = request.request.hold_file() {
+            request.complete(-(error.raw_os_error().unwrap_or(libc::EIO) as i64));
+            return;
+        }
         let mut state = lock(&self.state);
         state.requests.push_back(request);
         let newly_runnable = !state.scheduled;
@@ -228,33 +234,17 @@ impl ThreadsEngine {
     }
 }
 
-/// Whether a request may be tried on the submitting thread: a buffered read, where
-/// `RWF_NOWAIT` returns at once if the data is not there. (Direct I/O under `RWF_NOWAIT`
-/// still waits for the device, and writes may wait for locks or allocation.)
-pub(super) fn try_inline(request: &Inflight) -> bool {
-    let r = &request.request;
-    r.opcode.is_read() && r.rw_flags.is_empty() && !r.mode.direct
-}
-
-/// Whether the result of an inline `RWF_NOWAIT` read is final. On a regular file a short
-/// read may mean "partly cached", so only a full one is taken (the pool redoes the rest
-/// from the start, harmless for a read); a pipe's or socket's data is consumed by any
-/// successful read, so every result but `EAGAIN` stands.
-pub(super) fn inline_result_is_final(request: &Inflight, res: i64) -> bool {
-    let r = &request.request;
-    if r.mode.regular {
-        res == r.buffers.total_len() as i64
-    } else {
-        res >= 0 || (res != -(libc::EAGAIN as i64) && res != -(libc::EOPNOTSUPP as i64))
-    }
-}
-
 impl Engine for ThreadsEngine {
     fn kind(&self) -> EngineKind {
         EngineKind::Threads
     }
 
     fn supports(&self, _flags: RwFlags) -> bool {
+        true
+    }
+
+    /// What is not done inline is queued or polled, and both hold the file.
+    fn runs_lent_fds(&self) -> bool {
         true
     }
 
@@ -268,17 +258,19 @@ impl Engine for ThreadsEngine {
             }
             _ => {}
         }
-        if let Some(file) = waits_for_peer(&request.request) {
-            return start_transfer(&self.core, request, file, &self.hand_off);
-        }
-        if try_inline(&request) {
-            let res = perform_with(&mut request.request, RwFlags::NOWAIT);
-            if inline_result_is_final(&request, res) {
-                request.complete(res);
-                return Ok(());
+        if !request.request.mode.regular {
+            // A pipe or socket request outlives the call (in the poller or on a worker):
+            // it holds its file from here on.
+            if let Err(e) = request.request.hold_file() {
+                return Err((request, e));
+            }
+            if let Some(file) = waits_for_peer(&request.request) {
+                return start_transfer(&self.core, request, file, &self.hand_off);
             }
         }
-        self.enqueue(request);
+        if let Some(request) = complete_inline(request) {
+            self.enqueue(request);
+        }
         Ok(())
     }
 

@@ -109,15 +109,24 @@ pub struct OpenMode {
     pub direct: bool,
     /// A regular file (not a pipe, socket, FIFO or device).
     pub regular: bool,
+    /// Opened with `O_SYNC` or `O_DSYNC`: every write waits for the device.
+    pub sync: bool,
+    /// A block device.
+    pub block_device: bool,
 }
 
 /// The access mode, `O_DIRECT` and file type of an open file.
 pub fn open_mode(fd: BorrowedFd<'_>) -> io::Result<OpenMode> {
-    // SAFETY: F_GETFL takes no pointer argument.
-    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }.into())? as i32;
+    open_mode_raw(fd.as_raw_fd())
+}
+
+/// `open_mode` of the file a raw descriptor number names now (`EBADF` if none).
+pub fn open_mode_raw(fd: RawFd) -> io::Result<OpenMode> {
+    // SAFETY: F_GETFL takes no pointer argument; a number that names nothing is EBADF.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }.into())? as i32;
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat fills the stat buffer we pass; it is read only after success.
-    check(unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) }.into())?;
+    check(unsafe { libc::fstat(fd, stat.as_mut_ptr()) }.into())?;
     // SAFETY: fstat succeeded, so the buffer is initialised.
     let stat = unsafe { stat.assume_init() };
     let access = flags & libc::O_ACCMODE;
@@ -128,6 +137,8 @@ pub fn open_mode(fd: BorrowedFd<'_>) -> io::Result<OpenMode> {
         writable: usable && (access == libc::O_WRONLY || access == libc::O_RDWR),
         direct: flags & libc::O_DIRECT != 0,
         regular: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
+        sync: flags & libc::O_DSYNC != 0,
+        block_device: stat.st_mode & libc::S_IFMT == libc::S_IFBLK,
     })
 }
 

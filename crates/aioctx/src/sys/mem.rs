@@ -4,15 +4,37 @@
 use std::alloc::{self, Layout};
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::abi::{AioRingHeader, IoEvent};
 
-/// An anonymous, page-aligned, zeroed mapping holding an `aio_ring`: the 32-byte header
-/// followed by `nr` events. It is the C handle, so its address must never move.
+/// A page-aligned, zeroed mapping holding an `aio_ring`: the 32-byte header followed by
+/// `nr` events, then an identity slot (the 32 bytes after the last event). Its address is
+/// the C handle.
+///
+/// The memory is mapped twice (a memfd, closed once mapped): the library reads and writes
+/// only its own view, which nobody else knows of, and the caller holds the other, which it
+/// may move with `mremap`, as the kernel allows for its own ring (checkpoint/restore tools
+/// do): completions keep landing in the same pages, visible at the new address. The first
+/// word of the identity slot is a token that tells this ring's memory from any other, so
+/// that a handle at a new address can be recognised (`moved_to`); it lies inside the pages
+/// the kernel's own ring of that many events would take, so a caller that moves exactly
+/// those moves it too. Where no memfd can be
+/// made, a single anonymous mapping serves both, and a moved ring is not recognised.
 pub struct RingMem {
     map: Mapping,
+    /// The caller's view (None: the caller holds `map` itself).
+    caller: Option<CallerView>,
     nr: u32,
+    /// Where the identity slot starts: right after the last event.
+    identity_offset: usize,
+    token: u64,
+}
+
+/// The caller's mapping of the ring, wherever the caller last moved it as far as we know.
+struct CallerView {
+    addr: AtomicUsize,
+    len: usize,
 }
 
 /// An anonymous, private, zeroed, page-aligned mapping, unmapped on drop.
@@ -22,6 +44,27 @@ struct Mapping {
 }
 
 impl Mapping {
+    /// A shared mapping of `len` bytes of `fd`.
+    fn shared(fd: &std::os::fd::OwnedFd, len: usize) -> io::Result<Mapping> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a shared mapping of a memfd we own, with no address hint; checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        Ok(Mapping { base, len })
+    }
+
     fn new(len: usize) -> io::Result<Mapping> {
         // SAFETY: an anonymous private mapping with no address hint; the result is checked.
         let ptr = unsafe {
@@ -74,19 +117,39 @@ pub enum HeaderWord {
 
 impl RingMem {
     /// Maps a ring with room for at least `min_events` events (the mapping is rounded up
-    /// to whole pages and every slot that fits is used, as the kernel does).
+    /// to whole pages and every slot that fits is used, as the kernel does, but for the
+    /// last, the identity slot).
     pub fn map(min_events: u32) -> io::Result<RingMem> {
         let header = std::mem::size_of::<AioRingHeader>();
         let event = std::mem::size_of::<IoEvent>();
         let page = page_size();
-        let wanted = header + (min_events as usize) * event;
-        let len = wanted.div_ceil(page) * page;
-        let nr = u32::try_from((len - header) / event)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        Ok(RingMem {
-            map: Mapping::new(len)?,
+        let wanted = header + (min_events as usize + 1) * event;
+        let total = wanted.div_ceil(page) * page;
+        let slots = (total - header) / event;
+        let nr =
+            u32::try_from(slots - 1).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let (map, caller) = match two_views(total) {
+            Ok((own, caller)) => {
+                let view = CallerView {
+                    addr: AtomicUsize::new(caller.as_ptr() as usize),
+                    len: caller.len,
+                };
+                // The caller's view is unmapped by `drop`, where the caller left it.
+                std::mem::forget(caller);
+                (own, Some(view))
+            }
+            Err(_) => (Mapping::new(total)?, None),
+        };
+        let token = ring_token(map.as_ptr() as usize);
+        let ring = RingMem {
+            map,
+            caller,
             nr,
-        })
+            identity_offset: header + nr as usize * event,
+            token,
+        };
+        ring.identity().store(token, Ordering::Relaxed);
+        Ok(ring)
     }
 
     /// Number of event slots.
@@ -94,9 +157,43 @@ impl RingMem {
         self.nr
     }
 
-    /// Address of the header: the C handle.
+    /// Address of the header: the C handle (where the caller last moved it, as far as
+    /// `moved_to` was told).
     pub fn as_ptr(&self) -> *mut AioRingHeader {
-        self.map.as_ptr().cast()
+        match &self.caller {
+            Some(view) => view.addr.load(Ordering::Relaxed) as *mut AioRingHeader,
+            None => self.map.as_ptr().cast(),
+        }
+    }
+
+    /// Where the identity token lies, from the handle, and what it is: a handle whose
+    /// memory holds `token` at `offset` is this ring's memory.
+    pub fn identity_at(&self) -> (usize, u64) {
+        (self.identity_offset, self.token)
+    }
+
+    /// Records that the caller moved its view to `handle` (checked by the C ABI through
+    /// the identity token); false if the ring cannot move (a single mapping).
+    pub fn moved_to(&self, handle: *mut AioRingHeader) -> bool {
+        match &self.caller {
+            Some(view) => {
+                view.addr.store(handle as usize, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn identity(&self) -> &AtomicU64 {
+        // SAFETY: the identity slot follows the header and events inside the live mapping,
+        // 8-aligned (a multiple of 32 from a page-aligned base).
+        unsafe {
+            &*self
+                .map
+                .as_ptr()
+                .add(self.identity_offset)
+                .cast::<AtomicU64>()
+        }
     }
 
     /// One header word. Consumers outside this process's Rust code (C programs reaping the
@@ -133,6 +230,82 @@ impl RingMem {
             res: words[2].load(Ordering::Relaxed) as i64,
             res2: words[3].load(Ordering::Relaxed) as i64,
         }
+    }
+}
+
+impl Drop for RingMem {
+    /// Unmaps the caller's view only if it still is this ring's memory where we last knew
+    /// it: a caller that moved it without telling us may have mapped something else there.
+    fn drop(&mut self) {
+        let Some(view) = &self.caller else { return };
+        let addr = view.addr.load(Ordering::Relaxed);
+        let still_ours = match read_own_memory(addr + self.identity_offset) {
+            Ok(token) => token == self.token,
+            // Nothing mapped there: the caller moved it away.
+            Err(libc::EFAULT) => false,
+            // The check itself is refused (a seccomp filter): the caller most likely left
+            // the ring where it was, and leaking it on every destroy would be worse.
+            Err(_) => true,
+        };
+        if still_ours {
+            // SAFETY: the range is the caller's view of this ring (its token is there),
+            // which nothing of ours uses; the caller destroyed the context.
+            unsafe { libc::munmap(addr as *mut libc::c_void, view.len) };
+        }
+    }
+}
+
+/// The same fresh memfd mapped twice: the library's view and the caller's.
+fn two_views(len: usize) -> io::Result<(Mapping, Mapping)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create takes a NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"aioctx-ring".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns; it is closed when this returns
+    // (the mappings keep the memory).
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ftruncate sizes the memfd we own.
+    if unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), len as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((Mapping::shared(&fd, len)?, Mapping::shared(&fd, len)?))
+}
+
+/// A token no other memory is likely to hold at that place: the library's own view's
+/// address (unique among live rings) mixed with a per-process random salt.
+fn ring_token(own: usize) -> u64 {
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let salt = *SALT.get_or_init(|| {
+        let mut salt = 0u64;
+        // SAFETY: getrandom writes at most 8 bytes into the live local.
+        unsafe { libc::getrandom((&mut salt as *mut u64).cast(), 8, 0) };
+        salt | 1
+    });
+    (own as u64).rotate_left(17) ^ salt
+}
+
+/// Reads 8 bytes of this process's memory at `addr` (`EFAULT` where nothing is mapped).
+fn read_own_memory(addr: usize) -> Result<u64, i32> {
+    let mut value = 0u64;
+    let local = libc::iovec {
+        iov_base: (&mut value as *mut u64).cast(),
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: `local` is 8 bytes of a live local; the kernel checks `remote` and fails
+    // instead of faulting.
+    let done = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    match done {
+        8 => Ok(value),
+        -1 => Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EFAULT)),
+        _ => Err(libc::EFAULT),
     }
 }
 

@@ -134,6 +134,13 @@ impl Instance {
         }
     }
 
+    /// Whether no SQE waits in the submission queue for an enter.
+    pub(super) fn sq_is_empty(&self) -> bool {
+        let _sub = self.submission();
+        // SAFETY: the submission lock makes this the only user of the submission queue.
+        unsafe { self.uring.submission_shared() }.is_empty()
+    }
+
     /// Hands the queued SQEs to the kernel. An SQE the kernel did not take stays queued
     /// and goes with the next enter; busy (`EBUSY`, `EAGAIN`: completions not yet taken)
     /// and `EINTR` are retried after the reaper was woken to drain the completion queue.

@@ -1,7 +1,5 @@
 //! A request as the kernel holds it, and the SQE that describes it.
 
-use std::os::fd::AsRawFd;
-
 use io_uring::{opcode, squeue, types};
 
 use super::in_kernel::Owner;
@@ -21,7 +19,7 @@ pub(super) struct Op {
 /// keeps alive until the CQE.
 pub(super) fn prepare(op: &mut Op) -> squeue::Entry {
     let request = &mut op.inflight.request;
-    let fd = types::Fd(request.file.as_ref().map_or(-1, |f| f.as_raw_fd()));
+    let fd = types::Fd(request.raw_fd().unwrap_or(-1));
     // RWF_HIPRI asks for polled completion, which only an IOPOLL ring does; like the
     // kernel's own AIO, the hint is dropped rather than failing the request.
     let rw_flags = (request.rw_flags.bits() & !RwFlags::HIPRI.bits()) as i32;

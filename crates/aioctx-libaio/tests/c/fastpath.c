@@ -1,0 +1,157 @@
+/* The fast paths of io_submit keep the kernel's answers: a batch stops at its first
+   unreadable iocb pointer (the ones before it run), also when the pointer array itself
+   runs into an unmapped page; aio_key is reset to 0 whatever it held; and a request keeps
+   the file its fd named at submit when the caller closes the number and reuses it while
+   the request is in flight. */
+#include "check.h"
+
+static struct timespec five = {5, 0};
+
+/* A batch of 8 whose 5th pointer is unreadable: 4 accepted, and they complete. */
+static void fifth_pointer_bad(io_context_t ctx, int file)
+{
+	static char bufs[8][64];
+	struct iocb iocbs[8];
+	struct iocb *list[8];
+	for (int i = 0; i < 8; i++) {
+		io_prep_pread(&iocbs[i], file, bufs[i], 64, i * 64);
+		list[i] = &iocbs[i];
+	}
+	list[4] = unmapped_page();
+	CHECK_RET(io_submit(ctx, 8, list), 4);
+	struct io_event events[8];
+	reap(ctx, 4, events);
+	for (int i = 0; i < 4; i++)
+		CHECK(events[i].res == 64);
+	struct timespec zero = {0, 0};
+	CHECK_RET(io_getevents(ctx, 0, 8, events, &zero), 0);
+
+	/* The first one bad: its error. */
+	list[0] = unmapped_page();
+	CHECK_RET(io_submit(ctx, 8, list), -EFAULT);
+}
+
+/* An iocb pointer array whose last pointers lie on an unmapped page: the ones before the
+   page boundary are submitted. */
+static void array_straddles_unmapped_page(io_context_t ctx, int file)
+{
+	char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(pages != MAP_FAILED);
+	CHECK(munmap(pages + 4096, 4096) == 0);
+	struct iocb **list = (struct iocb **)(pages + 4096) - 3;
+	static struct iocb iocbs[3];
+	static char bufs[3][64];
+	for (int i = 0; i < 3; i++) {
+		io_prep_pread(&iocbs[i], file, bufs[i], 64, 0);
+		list[i] = &iocbs[i];
+	}
+	CHECK_RET(io_submit(ctx, 6, list), 3);
+	struct io_event events[3];
+	reap(ctx, 3, events);
+	CHECK_RET(io_submit(ctx, 2, (struct iocb **)(pages + 4096)), -EFAULT);
+	munmap(pages, 4096);
+}
+
+/* aio_key is KIOCB_KEY (0) after submit, whatever it held. */
+static void key_reset(io_context_t ctx, int file)
+{
+	char buf[64];
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	io_prep_pread(&iocb, file, buf, sizeof(buf), 0);
+	iocb.key = 0x1234;
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	CHECK(iocb.key == 0);
+	struct io_event event;
+	reap(ctx, 1, &event);
+	CHECK(event.res == sizeof(buf));
+}
+
+/* A read of a pipe is in flight when the caller closes its fd and makes the number name
+   another pipe; the read still takes its data from the first pipe. */
+static void fd_reused_while_in_flight(io_context_t ctx)
+{
+	int first[2], second[2];
+	CHECK(pipe(first) == 0 && pipe(second) == 0);
+	char buf[8] = {0};
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	io_prep_pread(&iocb, first[0], buf, sizeof(buf), 0);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	int number = first[0];
+	CHECK(close(number) == 0);
+	CHECK(dup2(second[0], number) == number);
+	CHECK(write(second[1], "second", 6) == 6);
+	CHECK(write(first[1], "first", 5) == 5);
+	struct io_event event;
+	CHECK_RET(io_getevents(ctx, 1, 1, &event, &five), 1);
+	CHECK(event.res == 5 && memcmp(buf, "first", 5) == 0);
+	/* The second pipe's data was left alone. */
+	char left[8];
+	CHECK(read(number, left, sizeof(left)) == 6);
+	close(number);
+	close(second[0]);
+	close(second[1]);
+	close(first[1]);
+}
+
+/* The same for a file read with O_DIRECT (the kernel or a worker runs it): it reads the
+   file the number named at submit, even if it completes after the number was reused. */
+static void direct_fd_reused(io_context_t ctx)
+{
+	int original = temp_file(65536, 3, O_RDONLY | O_DIRECT);
+	int other = temp_file(65536, 4, O_RDONLY | O_DIRECT);
+	unsigned char *buf = aligned(65536);
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	io_prep_pread(&iocb, original, buf, 65536, 0);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	CHECK(dup2(other, original) == original);
+	struct io_event event;
+	CHECK_RET(io_getevents(ctx, 1, 1, &event, &five), 1);
+	CHECK(event.res == 65536);
+	for (size_t i = 0; i < 65536; i++)
+		CHECK(buf[i] == file_byte(i, 3));
+	free(buf);
+	close(original);
+	close(other);
+}
+
+/* The same for a cold buffered read (evicted from the page cache, so it cannot complete
+   inside io_submit and goes asynchronous on every engine). */
+static void cold_fd_reused(io_context_t ctx)
+{
+	int original = temp_file(65536, 7, O_RDONLY);
+	int other = temp_file(65536, 8, O_RDONLY);
+	CHECK(posix_fadvise(original, 0, 0, POSIX_FADV_DONTNEED) == 0);
+	unsigned char *buf = aligned(65536);
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	io_prep_pread(&iocb, original, buf, 65536, 0);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	CHECK(dup2(other, original) == original);
+	struct io_event event;
+	CHECK_RET(io_getevents(ctx, 1, 1, &event, &five), 1);
+	CHECK(event.res == 65536);
+	for (size_t i = 0; i < 65536; i++)
+		CHECK(buf[i] == file_byte(i, 7));
+	free(buf);
+	close(original);
+	close(other);
+}
+
+int main(void)
+{
+	report_library();
+	io_context_t ctx = 0;
+	CHECK_RET(io_setup(16, &ctx), 0);
+	int file = temp_file(8192, 5, O_RDONLY);
+	fifth_pointer_bad(ctx, file);
+	array_straddles_unmapped_page(ctx, file);
+	key_reset(ctx, file);
+	fd_reused_while_in_flight(ctx);
+	direct_fd_reused(ctx);
+	cold_fd_reused(ctx);
+	CHECK_RET(io_destroy(ctx), 0);
+	return 0;
+}
