@@ -11,7 +11,7 @@ use std::os::fd::BorrowedFd;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::RwFlags;
 
 mod blocking;
@@ -220,7 +220,7 @@ pub fn probe_all() -> Vec<Probe> {
                 EngineKind::Uring => uring::probe(),
                 EngineKind::Kaio => kaio::probe(),
                 EngineKind::Threads | EngineKind::Sim => Ok(()),
-                EngineKind::Auto => unreachable!("ALL holds concrete engines only"),
+                EngineKind::Auto => Err("auto is a choice, not an engine".to_string()),
             };
             Probe {
                 kind,
@@ -258,6 +258,7 @@ fn open_concrete(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engin
         EngineKind::Kaio => Box::new(kaio::KaioEngine::new(core)?),
         EngineKind::Threads => Box::new(threads::ThreadsEngine::new(core)),
         EngineKind::Sim => Box::new(sim::SimEngine::new(core, sim::SimConfig::from_env()?)?),
-        EngineKind::Auto => unreachable!("open handles Auto"),
+        // `open` resolves Auto before it gets here.
+        EngineKind::Auto => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
     })
 }

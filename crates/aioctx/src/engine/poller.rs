@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, OnceLock};
 
 use super::complete_cancelled;
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::sync::lock;

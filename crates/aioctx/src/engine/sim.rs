@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::blocking::perform_up_to;
 use super::poller::{cancel_polls, start_poll};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -279,7 +279,9 @@ impl Shared {
                 state = wait_timeout(&self.changed, state, left);
                 continue;
             }
-            let pending = state.pending.remove(&key).expect("first key is present");
+            let Some(pending) = state.pending.remove(&key) else {
+                continue;
+            };
             state.now = state.now.max(key.0);
             drop(state);
             let retry = execute(pending);

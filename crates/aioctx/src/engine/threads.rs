@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use super::blocking::{perform, perform_with};
 use super::poller::{cancel_polls, start_poll};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use std::sync::{Condvar, Mutex, MutexGuard};
 

@@ -41,7 +41,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::blocking::perform_with;
 use super::threads::{inline_result_is_final, try_inline};
 use super::{plugged, Engine, EngineKind};
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use crate::sync::{lock, wait};
 
@@ -415,15 +415,14 @@ fn prepare(op: &mut Op) -> squeue::Entry {
     let rw_flags = (request.rw_flags.bits() & !RwFlags::HIPRI.bits()) as i32;
     let offset = request.offset as u64;
     let segments = request.buffers.segments();
-    match request.opcode {
-        Opcode::Noop => opcode::Nop::new().build(),
-        Opcode::Fsync => opcode::Fsync::new(fd).build(),
-        Opcode::Fdsync => opcode::Fsync::new(fd)
+    match (request.opcode, single(&segments)) {
+        (Opcode::Noop, _) => opcode::Nop::new().build(),
+        (Opcode::Fsync, _) => opcode::Fsync::new(fd).build(),
+        (Opcode::Fdsync, _) => opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
             .build(),
-        Opcode::Poll => opcode::PollAdd::new(fd, u32::from(request.poll_mask())).build(),
-        op_code @ (Opcode::Pread | Opcode::Pwrite) if single(&segments).is_some() => {
-            let (ptr, len) = single(&segments).expect("checked above");
+        (Opcode::Poll, _) => opcode::PollAdd::new(fd, u32::from(request.poll_mask())).build(),
+        (op_code @ (Opcode::Pread | Opcode::Pwrite), Some((ptr, len))) => {
             if op_code == Opcode::Pread {
                 opcode::Read::new(fd, ptr, len)
                     .offset(offset)
@@ -436,7 +435,7 @@ fn prepare(op: &mut Op) -> squeue::Entry {
                     .build()
             }
         }
-        op_code => {
+        (op_code, _) => {
             op.iovecs = segments
                 .iter()
                 .map(|&(base, len)| libc::iovec {
