@@ -139,22 +139,25 @@ impl Drop for Inflight {
 /// before it posts, as an engine bug in its completion path would.
 #[cfg(test)]
 pub(crate) mod hooks {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
 
-    /// The `data` tag whose completion panics; 0 for none.
-    static PANIC_ON: AtomicU64 = AtomicU64::new(0);
+    use crate::sync::lock;
 
-    /// Makes the next completion of a request tagged `data` panic (nonzero tags only).
+    /// The `data` tags whose next completion panics (tests running at once arm their own).
+    static PANIC_ON: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+    /// Makes the next completion of a request tagged `data` panic.
     pub(crate) fn panic_on_completion_of(data: u64) {
-        PANIC_ON.store(data, Ordering::SeqCst);
+        lock(&PANIC_ON).push(data);
     }
 
     pub(super) fn maybe_panic(data: u64) {
-        if data != 0
-            && PANIC_ON
-                .compare_exchange(data, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
+        let armed = {
+            let mut tags = lock(&PANIC_ON);
+            let at = tags.iter().position(|&tag| tag == data);
+            at.map(|at| tags.swap_remove(at)).is_some()
+        };
+        if armed {
             panic!("injected panic in the completion of request {data}");
         }
     }

@@ -98,12 +98,15 @@ impl Bell {
         // Not available only while the thread's locals are being torn down.
         let unavailable = |_| io::Error::from_raw_os_error(libc::EAGAIN);
         BELL.try_with(|cell| {
-            let mut cell = cell.borrow_mut();
-            match &*cell {
-                Some((made_in, bell)) if *made_in == pid => Ok(bell.clone()),
+            let mut cell = cell.try_borrow_mut().ok();
+            match cell.as_deref() {
+                Some(Some((made_in, bell))) if *made_in == pid => Ok(bell.clone()),
                 _ => {
                     let bell = Bell(std::sync::Arc::new(crate::sys::fd::eventfd()?));
-                    *cell = Some((pid, bell.clone()));
+                    // Re-entered (a signal handler waiting inside a wait): not cached.
+                    if let Some(cell) = cell.as_deref_mut() {
+                        *cell = Some((pid, bell.clone()));
+                    }
                     Ok(bell)
                 }
             }
