@@ -24,6 +24,9 @@
 //! What it does not do: the kernel-only interfaces libaio never wrapped (`io_uring`, the
 //! raw syscalls called directly by a program) are not intercepted.
 
+// Input never reaches a panic: failures are errnos (SPEC §3).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

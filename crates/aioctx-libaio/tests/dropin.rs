@@ -230,6 +230,11 @@ fn io_getevents_waits_is_interrupted_and_sees_destroy() {
 }
 
 #[test]
+fn every_io_getevents_waiter_wakes_on_destroy() {
+    run_c("waiters");
+}
+
+#[test]
 fn io_cancel_delivers_ecanceled_through_the_ring() {
     run_c("cancel");
 }

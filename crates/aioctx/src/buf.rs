@@ -131,3 +131,16 @@ impl Buffers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AlignedBuf;
+
+    #[test]
+    fn an_empty_aligned_buf_has_no_bytes() {
+        let empty = AlignedBuf::page_aligned(0).unwrap();
+        assert_eq!(empty.len(), 0);
+        assert!(empty.is_empty());
+        assert_eq!(AlignedBuf::new(3, 512).unwrap().len(), 3);
+    }
+}

@@ -1,22 +1,24 @@
 //! `Context`: the kernel's kioctx in user space. Read this file first.
 //!
-//! A request's path: `submit` counts it in (`Lifecycle::enter`), takes a ring slot, checks
-//! it, and hands it to the engine; the engine runs it and calls `Inflight::complete`, which
-//! posts the event, signals the request's eventfd, wakes waiters, and only then counts the
-//! request out. Destroy (`Context::destroy`) marks the context dying, cancels what its engine
-//! can cancel, and waits until the count is zero: after that nothing of the context touches
-//! caller memory again.
+//! A request's path: `submit` enters the submitters' gate, counts the request in, takes a
+//! ring slot, checks it, hands it to the engine and leaves the gate; the engine runs it and
+//! calls `Inflight::complete` (core.rs), which posts the event, signals the request's
+//! eventfd, wakes waiters, and only then counts the request out. Destroy
+//! (`Context::destroy`) closes the gate, waits for the submitters inside to leave, cancels
+//! what its engine can cancel, and waits until the count is zero: after that nothing of the
+//! context touches caller memory again (lifecycle.rs has the order and why).
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::buf::Buf;
+use crate::core::{Core, Counters, Inflight};
 use crate::doorbell::{Doorbell, Woken};
-use crate::engine::sim::{SimConfig, SimEngine};
+use crate::engine::sim::{SimConfig, SimEngine, SimMachine};
 use crate::engine::{self, Engine, EngineKind};
 use crate::eventfds::KnownEventfds;
 use crate::lifecycle::{Lifecycle, State};
@@ -46,9 +48,11 @@ impl Completion {
     /// `res` as a Result: bytes transferred, or the error.
     pub fn result(&self) -> io::Result<usize> {
         if self.res < 0 {
-            Err(errno(-self.res as i32))
+            // An errno is small; anything else is no errno at all, and reads as EIO.
+            let code = i32::try_from(self.res.unsigned_abs()).unwrap_or(libc::EIO);
+            Err(errno(code))
         } else {
-            Ok(self.res as usize)
+            Ok(usize::try_from(self.res).unwrap_or(usize::MAX))
         }
     }
 
@@ -87,77 +91,6 @@ pub struct Stats {
     pub fallbacks: u64,
     /// Events lost because a C caller corrupted the ring's `head`.
     pub lost: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    submitted: AtomicU64,
-    completed: AtomicU64,
-    cancelled: AtomicU64,
-    pub(crate) fallbacks: AtomicU64,
-    lost: AtomicU64,
-}
-
-/// The part of a context that requests in flight keep alive: the ring, the lifecycle and
-/// the doorbell. Engines reach it through `Inflight`; it never refers to the engine, so a
-/// forgotten `Context` leaks instead of freeing memory a request still uses.
-pub(crate) struct Core {
-    ring: Ring,
-    lifecycle: Lifecycle,
-    doorbell: Doorbell,
-    pub(crate) counters: Counters,
-}
-
-/// A request an engine owns between start and completion.
-pub(crate) struct Inflight {
-    pub(crate) request: Request,
-    core: Arc<Core>,
-}
-
-impl Inflight {
-    /// Whether this request belongs to the context of `core`.
-    pub(crate) fn belongs_to(&self, core: &Arc<Core>) -> bool {
-        Arc::ptr_eq(&self.core, core)
-    }
-
-    /// Counts in the context's stats that the engine handed this request to the thread pool.
-    pub(crate) fn count_fallback(&self) {
-        self.core.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Posts the request's event and lets go of it. Called exactly once, by the engine,
-    /// after its last access to the request's memory.
-    pub(crate) fn complete(self, res: i64) {
-        let Inflight { request, core } = self;
-        let event = IoEvent {
-            data: request.data,
-            obj: request.key(),
-            res,
-            res2: 0,
-        };
-        if res == -(libc::ECANCELED as i64) {
-            core.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
-        let Request {
-            buffers,
-            resfd,
-            file,
-            ..
-        } = request;
-        // Let go of the file before the request counts out: after destroy, no descriptor
-        // of the caller's is held open by the context either.
-        drop(file);
-        if !core.ring.post(event, buffers.into_owned()) {
-            core.counters.lost.fetch_add(1, Ordering::Relaxed);
-        }
-        core.counters.completed.fetch_add(1, Ordering::Relaxed);
-        // The event is visible before the eventfd moves (SPEC: RESFD ordering).
-        if let Some(eventfd) = resfd {
-            fd::eventfd_signal(eventfd.as_fd(), 1);
-        }
-        core.doorbell.ring();
-        core.lifecycle.exit();
-    }
 }
 
 /// Distinguishes contexts in the ring header's `id` word.
@@ -338,14 +271,16 @@ impl Context {
         self.eventfds.resolve(raw)
     }
 
-    /// Counts a request in and takes its ring slot.
+    /// Enters the submitters' gate, counts a request in and takes its ring slot.
     fn admit(&self) -> io::Result<Admission<'_>> {
-        if !self.core.lifecycle.enter() {
+        if !self.core.lifecycle.enter_submit() {
             return Err(errno(libc::EINVAL));
         }
+        self.core.lifecycle.enter();
         let mut admission = Admission {
             core: &self.core,
             slot: false,
+            counted: true,
         };
         if !self.core.ring.reserve_slot() {
             return Err(errno(libc::EAGAIN));
@@ -354,8 +289,10 @@ impl Context {
         Ok(admission)
     }
 
-    /// Checks an admitted request and starts it on the engine.
+    /// Checks an admitted request and starts it on the engine; the admission leaves the
+    /// gate only once the engine has it (or refused it), so that destroy's cancel finds it.
     fn launch(&self, admission: Admission<'_>, request: Request) -> Result<(), SubmitError> {
+        let mut admission = admission;
         let mut request = request;
         if let Err(error) = self.check(&mut request) {
             return Err(SubmitError { error, request });
@@ -365,19 +302,20 @@ impl Context {
                 return Err(SubmitError { error, request });
             }
         }
-        let inflight = Inflight {
-            request,
-            core: Arc::clone(&self.core),
-        };
-        match self.engine.start(inflight) {
+        // From here the request's count and slot are the Inflight's to give back.
+        admission.slot = false;
+        admission.counted = false;
+        match self
+            .engine
+            .start(Inflight::new(request, Arc::clone(&self.core)))
+        {
             Ok(()) => {
-                std::mem::forget(admission);
                 self.core.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err((inflight, error)) => Err(SubmitError {
                 error,
-                request: inflight.request,
+                request: inflight.unstarted(),
             }),
         }
     }
@@ -480,7 +418,8 @@ impl Context {
         if min > max || !self.core.lifecycle.is_live() {
             return Err(errno(libc::EINVAL));
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too far to represent (`Duration::MAX`) is no limit.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let ring = &self.core.ring;
         let mut taken = 0;
         // Completions the engine holds are taken on this thread first: no hop to another.
@@ -520,10 +459,6 @@ impl Context {
                 Err(e) => return Err(e),
             }
         }
-        // Events left behind may be another sleeper's, whose ring we may have drained.
-        if ring.unreaped() > 0 {
-            self.core.doorbell.ring();
-        }
         Ok(taken)
     }
 
@@ -541,18 +476,23 @@ impl Context {
     /// memory again. Every concurrent caller waits for that; the first gets `Ok`, the
     /// others (and later calls) `EINVAL`. Events not reaped are discarded.
     pub fn destroy(&self) -> io::Result<()> {
-        let first = self.core.lifecycle.kill();
-        // Waiters in get_events leave now, with what they took or EINVAL.
-        self.core.doorbell.ring();
-        if first {
-            self.engine.cancel_all();
-        }
-        self.core.lifecycle.wait_requests_done();
+        let core = &self.core;
+        let first = core
+            .lifecycle
+            .destroy(&core.doorbell, || self.engine.cancel_all());
         if first {
             Ok(())
         } else {
             Err(errno(libc::EINVAL))
         }
+    }
+}
+
+impl SimMachine {
+    /// A new context on this machine: it shares the machine's clock, disk and power supply
+    /// with the machine's other contexts.
+    pub fn context(&self, nr_events: u32) -> io::Result<Context> {
+        Context::build(nr_events, |core| Ok(Box::new(self.engine(core))))
     }
 }
 
@@ -574,10 +514,12 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// A request counted in with a ring slot, not yet started: dropping it undoes both.
+/// A submitter inside the gate, with its request counted in and a ring slot, not yet
+/// started: dropping it undoes what it still holds and leaves the gate.
 struct Admission<'a> {
     core: &'a Core,
     slot: bool,
+    counted: bool,
 }
 
 impl Drop for Admission<'_> {
@@ -585,7 +527,10 @@ impl Drop for Admission<'_> {
         if self.slot {
             self.core.ring.unreserve_slot();
         }
-        self.core.lifecycle.exit();
+        if self.counted {
+            self.core.lifecycle.exit();
+        }
+        self.core.lifecycle.leave_submit();
     }
 }
 
@@ -606,4 +551,96 @@ fn aio_max_nr() -> u64 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(65536)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::core::hooks;
+
+    /// An engine whose completion path is a thread of its own per request, as a worker's.
+    struct CompletesOnItsOwnThread;
+
+    impl Engine for CompletesOnItsOwnThread {
+        fn kind(&self) -> EngineKind {
+            EngineKind::Threads
+        }
+
+        fn supports(&self, flags: crate::request::RwFlags) -> bool {
+            flags.is_empty()
+        }
+
+        fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
+            std::thread::spawn(move || request.complete(0));
+            Ok(())
+        }
+
+        fn cancel(&self, _obj: u64) -> io::Result<()> {
+            Err(errno(libc::EINVAL))
+        }
+
+        fn cancel_all(&self) {}
+    }
+
+    /// Destroys `ctx` on another thread; panics if it has not returned within a minute.
+    fn destroy_returns(ctx: Context) -> io::Result<()> {
+        let (done, returned) = mpsc::channel();
+        std::thread::spawn(move || done.send(ctx.destroy()));
+        returned
+            .recv_timeout(Duration::from_secs(60))
+            .expect("destroy hung")
+    }
+
+    /// The completion of the request tagged `tag` panics (on whichever thread completes
+    /// it): its event still arrives, as EIO, and destroy returns.
+    fn a_panic_in_completion_does_not_hang_destroy(ctx: Context, tag: u64) {
+        hooks::panic_on_completion_of(tag);
+        // Engines that complete a NOOP inline panic inside submit; the request was counted
+        // in all the same.
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            ctx.submit_one(Request::noop().data(tag))
+        }));
+        let events = ctx.get_events(1, 1, Some(Duration::from_secs(60))).unwrap();
+        destroy_returns(ctx).unwrap();
+        let event: Vec<_> = events.iter().map(|e| (e.data, e.res)).collect();
+        assert_eq!(event, [(tag, -(libc::EIO as i64))]);
+    }
+
+    #[test]
+    fn a_panic_on_an_engine_thread_does_not_hang_destroy() {
+        let ctx = Context::build(8, |_| Ok(Box::new(CompletesOnItsOwnThread))).unwrap();
+        a_panic_in_completion_does_not_hang_destroy(ctx, 0x5eed_0001);
+    }
+
+    #[test]
+    fn a_panic_in_the_simulators_completion_does_not_hang_destroy() {
+        let ctx = Context::simulated(8, SimConfig::default()).unwrap();
+        a_panic_in_completion_does_not_hang_destroy(ctx, 0x5eed_0002);
+    }
+
+    #[test]
+    fn a_panic_in_the_thread_pools_completion_does_not_hang_destroy() {
+        let ctx = Context::with_engine(8, EngineKind::Threads).unwrap();
+        a_panic_in_completion_does_not_hang_destroy(ctx, 0x5eed_0003);
+    }
+
+    #[test]
+    fn a_destroy_with_a_request_left_uncompleted_by_a_panic_returns() {
+        // The panic strikes while the test still holds requests in flight behind it.
+        let ctx = Context::build(8, |_| Ok(Box::new(CompletesOnItsOwnThread))).unwrap();
+        hooks::panic_on_completion_of(0x5eed_0004);
+        ctx.submit_one(Request::noop().data(0x5eed_0004)).unwrap();
+        destroy_returns(ctx).unwrap();
+    }
+
+    #[test]
+    fn get_events_with_the_longest_timeout_waits_without_limit() {
+        let ctx = Context::simulated(8, SimConfig::default()).unwrap();
+        ctx.submit_one(Request::noop().data(9)).unwrap();
+        let events = ctx.get_events(1, 1, Some(Duration::MAX)).unwrap();
+        assert_eq!(events[0].data, 9);
+    }
 }

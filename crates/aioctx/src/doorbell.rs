@@ -1,29 +1,33 @@
 //! How get_events waiters sleep and completions wake them.
 //!
-//! A waiter registers, re-checks its condition, and sleeps on the context's eventfd; a
-//! completion that finds waiters registered signals the eventfd. Sleeping in `ppoll` (not a
-//! futex) is what lets `io_pgetevents` install its signal mask atomically and lets a signal
-//! interrupt the wait with `EINTR`. Under `--cfg loom` a counter and condvar stand in for the
-//! eventfd so the protocol itself can be model-checked.
+//! Each sleeping thread sleeps on a bell of its own (an eventfd made once per thread, not
+//! per context: a context costs no descriptor). A waiter puts its bell in the context's
+//! list, re-checks its condition, and sleeps; `ring` signals every bell in the list, so a
+//! posted event and a destroy wake all the threads waiting, not the first one alone.
+//! Sleeping in `ppoll` (not a futex) is what lets `io_pgetevents` install its signal mask
+//! atomically and lets a signal interrupt the wait with `EINTR`. Under `--cfg loom` a flag
+//! and condvar per waiter stand in for the eventfd, so the protocol itself can be
+//! model-checked.
 
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::sync::model::{fence, AtomicUsize};
+use crate::sync::model::{fence, lock, AtomicUsize, Mutex};
 
 pub(crate) struct Doorbell {
-    /// Threads between `register` and the end of their sleep. Waiters write it; completions
-    /// read it to skip the eventfd write when nobody sleeps.
+    /// How many bells are in `sleepers`. Waiters write it; completions read it to skip the
+    /// lock when nobody waits.
     waiters: AtomicUsize,
-    bell: Bell,
+    /// The bells of the threads between `wait`'s registration and the end of their sleep.
+    sleepers: Mutex<Vec<Bell>>,
 }
 
 /// How a wait ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Woken {
-    /// Rung, or the condition already held.
+    /// Rung, or the condition already held (or a stale ring: callers re-check).
     Rung,
     TimedOut,
 }
@@ -32,17 +36,19 @@ impl Doorbell {
     pub(crate) fn new() -> Doorbell {
         Doorbell {
             waiters: AtomicUsize::new(0),
-            bell: Bell::new(),
+            sleepers: Mutex::new(Vec::new()),
         }
     }
 
-    /// Wakes every sleeper, if there is one. Callers publish their state change (an event in
-    /// the ring, the dying bit) before ringing; the fence pairs with the one in `wait` so
-    /// that either the waiter sees the change or we see the waiter.
+    /// Wakes every registered waiter. Callers publish their state change (an event in the
+    /// ring, the dying bit) before ringing; the fence pairs with the one in `wait` so that
+    /// either the waiter sees the change or we see the waiter.
     pub(crate) fn ring(&self) {
         fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::Relaxed) > 0 {
-            self.bell.ring();
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            for bell in lock(&self.sleepers).iter() {
+                bell.ring();
+            }
         }
     }
 
@@ -56,45 +62,65 @@ impl Doorbell {
         sigmask: Option<u64>,
         also: Option<BorrowedFd<'_>>,
     ) -> io::Result<Woken> {
-        self.bell.prepare()?;
-        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let bell = Bell::this_thread()?;
+        lock(&self.sleepers).push(bell.clone());
+        // Release: a ringer that sees the count also sees the bell in the list.
+        self.waiters.fetch_add(1, Ordering::Release);
         fence(Ordering::SeqCst);
         let woken = if ready() {
             Ok(Woken::Rung)
         } else {
-            self.bell.sleep(timeout, sigmask, also)
+            bell.sleep(timeout, sigmask, also)
         };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
+        let mut sleepers = lock(&self.sleepers);
+        if let Some(at) = sleepers.iter().position(|b| b.is(&bell)) {
+            sleepers.swap_remove(at);
+        }
         woken
     }
 }
 
-/// The eventfd, made by the first waiter: most contexts are never waited on (programs that
-/// reap the ring themselves, batch tools), and need no descriptor for it.
+/// A thread's eventfd, made the first time the thread waits (and again in a forked child,
+/// whose inherited copy would share its counter with the parent's thread).
 #[cfg(not(loom))]
-struct Bell(std::sync::OnceLock<std::fs::File>);
+#[derive(Clone)]
+struct Bell(std::sync::Arc<std::fs::File>);
 
 #[cfg(not(loom))]
 impl Bell {
-    fn new() -> Bell {
-        Bell(std::sync::OnceLock::new())
+    fn this_thread() -> io::Result<Bell> {
+        use std::cell::RefCell;
+        thread_local! {
+            static BELL: RefCell<Option<(u32, Bell)>> = const { RefCell::new(None) };
+        }
+        let pid = std::process::id();
+        // Not available only while the thread's locals are being torn down.
+        let unavailable = |_| io::Error::from_raw_os_error(libc::EAGAIN);
+        BELL.try_with(|cell| {
+            let mut cell = cell.try_borrow_mut().ok();
+            match cell.as_deref() {
+                Some(Some((made_in, bell))) if *made_in == pid => Ok(bell.clone()),
+                _ => {
+                    let bell = Bell(std::sync::Arc::new(crate::sys::fd::eventfd()?));
+                    // Re-entered (a signal handler waiting inside a wait): not cached.
+                    if let Some(cell) = cell.as_deref_mut() {
+                        *cell = Some((pid, bell.clone()));
+                    }
+                    Ok(bell)
+                }
+            }
+        })
+        .map_err(unavailable)?
     }
 
-    /// Makes sure the eventfd exists; called before a waiter registers.
-    fn prepare(&self) -> io::Result<()> {
-        if self.0.get().is_none() {
-            // A racing waiter may set it first; then ours is simply closed.
-            let _ = self.0.set(crate::sys::fd::eventfd()?);
-        }
-        Ok(())
+    fn is(&self, other: &Bell) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 
     fn ring(&self) {
         use std::os::fd::AsFd;
-        // Waiters make the eventfd before they register, so a registered waiter's is here.
-        if let Some(eventfd) = self.0.get() {
-            crate::sys::fd::eventfd_signal(eventfd.as_fd(), 1);
-        }
+        crate::sys::fd::eventfd_signal(self.0.as_fd(), 1);
     }
 
     fn sleep(
@@ -105,10 +131,9 @@ impl Bell {
     ) -> io::Result<Woken> {
         use crate::sys::fd::{eventfd_drain, wait_readable, Wait};
         use std::os::fd::AsFd;
-        let eventfd = self.0.get().expect("prepare made the eventfd").as_fd();
+        let eventfd = self.0.as_fd();
         let waited = wait_readable(eventfd, also, timeout, sigmask)?;
-        // Draining may swallow a ring meant for another sleeper; reapers that leave events
-        // behind ring again (see Context::reap), so no event is left without a wake-up.
+        // Only this thread sleeps on this eventfd: draining swallows nobody else's ring.
         eventfd_drain(eventfd);
         Ok(match waited {
             Wait::Ready => Woken::Rung,
@@ -117,28 +142,27 @@ impl Bell {
     }
 }
 
+/// A waiter's bell under loom: a flag and a condvar, one per wait.
 #[cfg(loom)]
-struct Bell {
-    rung: loom::sync::Mutex<bool>,
-    cv: loom::sync::Condvar,
-}
+#[derive(Clone)]
+struct Bell(loom::sync::Arc<(loom::sync::Mutex<bool>, loom::sync::Condvar)>);
 
 #[cfg(loom)]
 impl Bell {
-    fn new() -> Bell {
-        Bell {
-            rung: loom::sync::Mutex::new(false),
-            cv: loom::sync::Condvar::new(),
-        }
+    fn this_thread() -> io::Result<Bell> {
+        Ok(Bell(loom::sync::Arc::new((
+            loom::sync::Mutex::new(false),
+            loom::sync::Condvar::new(),
+        ))))
     }
 
-    fn prepare(&self) -> io::Result<()> {
-        Ok(())
+    fn is(&self, other: &Bell) -> bool {
+        loom::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 
     fn ring(&self) {
-        *self.rung.lock().unwrap() = true;
-        self.cv.notify_all();
+        *lock(&self.0 .0) = true;
+        self.0 .1.notify_all();
     }
 
     fn sleep(
@@ -147,9 +171,9 @@ impl Bell {
         _sigmask: Option<u64>,
         _also: Option<BorrowedFd<'_>>,
     ) -> io::Result<Woken> {
-        let mut rung = self.rung.lock().unwrap();
+        let mut rung = lock(&self.0 .0);
         while !*rung {
-            rung = self.cv.wait(rung).unwrap();
+            rung = crate::sync::model::wait(&self.0 .1, rung);
         }
         *rung = false;
         Ok(Woken::Rung)

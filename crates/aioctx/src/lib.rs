@@ -26,8 +26,12 @@
 //! What it does not do: it is not a general async runtime, and buffered I/O is only as
 //! asynchronous as its engine makes it (the thread pool runs blocking syscalls on workers).
 
+// Input never reaches a panic: failures are errors (SPEC §3).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod buf;
 mod context;
+mod core;
 mod doorbell;
 pub mod engine;
 mod eventfds;

@@ -1,112 +1,172 @@
-//! The life of a context: live, dying, dead, as one state word with the in-flight count,
-//! and the "requests done" signal every destroyer waits on.
+//! The life of a context: live, dying, dead, kept by the kernel's two references (fs/aio.c)
+//! in user space, and the one order of destroy that every engine shares.
 //!
-//! This is the kernel's `kill_ioctx` + `ctx->rq_wait` (fs/aio.c), with the difference that
-//! every concurrent destroyer waits, not only the first.
+//! - The submitters' gate (`ctx->users`): how many submitters are inside submit, between
+//!   the liveness check and the return of `engine.start`.
+//! - The in-flight count (`ctx->reqs`): requests started and not yet completed.
+//!
+//! Destroy kills the gate (live to dying, one atomic step: no submitter enters after it),
+//! waits until no submitter is inside, lets the first destroyer cancel what may never finish,
+//! and then waits for requests done. Because every submitter that got in before the kill has
+//! left before the cancel, every request it started is there to be cancelled: no engine
+//! needs a gate of its own. Unlike the kernel, every concurrent destroyer waits, not only the
+//! first.
 
 use std::sync::atomic::Ordering;
 
+use crate::doorbell::Doorbell;
 use crate::sync::model::{lock, wait, AtomicUsize, Condvar, Mutex};
 
-/// Set once by the first destroyer; never cleared.
+/// Set in both words once destroy has begun; never cleared.
 const DYING: usize = 1 << (usize::BITS - 1);
 
-/// Where a context is in its life (derived from the state word).
+/// Where a context is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Accepting requests.
     Live,
-    /// Destroy has begun; requests are still in flight.
+    /// Destroy has begun; a submitter is still inside submit or requests are in flight.
     Dying,
     /// Destroy has begun and nothing is in flight: nothing will touch caller memory again.
     Dead,
 }
 
 pub(crate) struct Lifecycle {
-    /// `DYING | in_flight`. Submitters add one before they start a request and completers
-    /// subtract one after their last touch of caller memory; the first destroyer sets DYING.
-    /// One word, so that "dying" and "how many in flight" are never read apart.
-    word: AtomicUsize,
-    /// "Requests done": notified by the completion that leaves a dying context with nothing
-    /// in flight. The mutex only orders that notification against a destroyer's last check.
-    requests_done: Mutex<()>,
-    requests_done_cv: Condvar,
+    /// `DYING | submitters inside submit`. A submitter adds one if DYING is not set and
+    /// subtracts one when its request was started (or refused); the first destroyer sets
+    /// DYING. One word, so that no submitter can enter once the kill is seen.
+    users: AtomicUsize,
+    /// `DYING | in flight`. Submitters add one inside the gate before starting a request;
+    /// completers subtract one after their last touch of caller memory; destroyers set
+    /// DYING once the gate is empty. One word, so that the completion that leaves a dying
+    /// context empty knows it is the one to signal.
+    reqs: AtomicUsize,
+    /// Signalled when the last submitter leaves a killed gate and when the last request of
+    /// a dying context completes. The mutex only orders those signals against a
+    /// destroyer's last check of its condition.
+    progress: Mutex<()>,
+    progress_cv: Condvar,
 }
 
 impl Lifecycle {
     pub(crate) fn new() -> Lifecycle {
         Lifecycle {
-            word: AtomicUsize::new(0),
-            requests_done: Mutex::new(()),
-            requests_done_cv: Condvar::new(),
+            users: AtomicUsize::new(0),
+            reqs: AtomicUsize::new(0),
+            progress: Mutex::new(()),
+            progress_cv: Condvar::new(),
         }
     }
 
     pub(crate) fn state(&self) -> State {
-        let word = self.word.load(Ordering::Acquire);
-        match (word & DYING != 0, word & !DYING) {
-            (false, _) => State::Live,
-            (true, 0) => State::Dead,
-            (true, _) => State::Dying,
+        let users = self.users.load(Ordering::Acquire);
+        if users & DYING == 0 {
+            State::Live
+        } else if users == DYING && self.in_flight() == 0 {
+            State::Dead
+        } else {
+            State::Dying
         }
     }
 
     pub(crate) fn is_live(&self) -> bool {
-        self.state() == State::Live
+        self.users.load(Ordering::Acquire) & DYING == 0
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.word.load(Ordering::Acquire) & !DYING
+        self.reqs.load(Ordering::Acquire) & !DYING
     }
 
-    /// Counts a request in before it is started; false if the context is no longer live.
-    /// Once DYING is set the count only falls, so a dead context stays dead (a failed
-    /// submit never bumps it, not even for a moment).
-    pub(crate) fn enter(&self) -> bool {
-        let mut word = self.word.load(Ordering::Relaxed);
+    /// Enters the submitters' gate; false if the context is no longer live. Once DYING is
+    /// set the count only falls (a refused submitter never bumps it, not even for a moment).
+    pub(crate) fn enter_submit(&self) -> bool {
+        let mut users = self.users.load(Ordering::Relaxed);
         loop {
-            if word & DYING != 0 {
+            if users & DYING != 0 {
                 return false;
             }
-            match self.word.compare_exchange_weak(
-                word,
-                word + 1,
-                Ordering::AcqRel,
+            match self.users.compare_exchange_weak(
+                users,
+                users + 1,
+                Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
-                Err(actual) => word = actual,
+                Err(actual) => users = actual,
             }
         }
+    }
+
+    /// Leaves the gate, once this submitter's request is started or refused. The Release
+    /// half orders the engine's record of a started request before a destroyer's cancel.
+    pub(crate) fn leave_submit(&self) {
+        if self.users.fetch_sub(1, Ordering::Release) == DYING | 1 {
+            self.signal_progress();
+        }
+    }
+
+    /// Counts a request in; only inside the gate, so that nothing is counted in once a
+    /// destroyer found the gate empty.
+    pub(crate) fn enter(&self) {
+        self.reqs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request out, after its last touch of caller memory. The Release half orders
     /// that touch before a destroyer's Acquire load of a zero count.
     pub(crate) fn exit(&self) {
-        let prev = self.word.fetch_sub(1, Ordering::AcqRel);
-        if prev == DYING | 1 {
-            let _guard = lock(&self.requests_done);
-            self.requests_done_cv.notify_all();
+        if self.reqs.fetch_sub(1, Ordering::AcqRel) == DYING | 1 {
+            self.signal_progress();
         }
     }
 
-    /// Moves a live context to dying. True for the first caller only: that destroyer is the
-    /// one that cancels and, after the wait, reports success.
-    pub(crate) fn kill(&self) -> bool {
-        self.word.fetch_or(DYING, Ordering::AcqRel) & DYING == 0
+    /// Destroy, in the kernel's order (`kill_ioctx`, then `free_ioctx_users`, then
+    /// `free_ioctx_reqs`), for every engine: kill; wake the waiters of get_events so they
+    /// leave; wait until no submitter is inside; the first destroyer cancels what may never
+    /// finish (`cancel_all`); every destroyer waits for requests done. True for the first.
+    pub(crate) fn destroy(&self, waiters: &Doorbell, cancel_all: impl FnOnce()) -> bool {
+        let first = self.kill();
+        waiters.ring();
+        self.wait_submitters_gone();
+        if first {
+            cancel_all();
+        }
+        self.wait_requests_done();
+        first
+    }
+
+    /// Moves a live context to dying: closes the gate. True for the first caller only: that
+    /// destroyer is the one that cancels and, after the wait, reports success.
+    fn kill(&self) -> bool {
+        self.users.fetch_or(DYING, Ordering::AcqRel) & DYING == 0
+    }
+
+    /// Blocks until no submitter is inside submit. After this nothing new reaches the
+    /// engine, and every request started is in the engine's hands, there to be cancelled.
+    fn wait_submitters_gone(&self) {
+        let mut guard = lock(&self.progress);
+        while self.users.load(Ordering::Acquire) != DYING {
+            guard = wait(&self.progress_cv, guard);
+        }
     }
 
     /// Blocks until a dying context has nothing in flight. Every destroyer waits here, so a
     /// second destroyer never returns while a request can still touch caller memory.
-    pub(crate) fn wait_requests_done(&self) {
+    fn wait_requests_done(&self) {
+        // Armed here, after the gate emptied, so that the count only falls from now on.
+        self.reqs.fetch_or(DYING, Ordering::AcqRel);
         // The race reproducer's negative control: without this wait, `aioctx race` must
         // report late writes (a test proves it). Never enabled outside that test.
         if cfg!(feature = "negative-control") {
             return;
         }
-        let mut guard = lock(&self.requests_done);
+        let mut guard = lock(&self.progress);
         while self.in_flight() != 0 {
-            guard = wait(&self.requests_done_cv, guard);
+            guard = wait(&self.progress_cv, guard);
         }
+    }
+
+    fn signal_progress(&self) {
+        let _guard = lock(&self.progress);
+        self.progress_cv.notify_all();
     }
 }

@@ -468,6 +468,76 @@ fn waiter_in_get_events_leaves_on_destroy(engine: EngineKind) {
     });
 }
 
+/// SPEC §2: every thread waiting on a context that is destroyed wakes (all of them, not
+/// one), with the events it took or `EINVAL`. A poll that never fires is in flight, so at
+/// most one of them takes its cancelled event. Half wait with no limit, half with the
+/// longest timeout there is (no limit too, never a panic).
+fn waiters_in_get_events_all_leave_on_destroy(engine: EngineKind, waiters: usize) {
+    let (r, _w) = pipe();
+    let ctx = Arc::new(ctx(engine, 16));
+    ctx.submit_one(Request::poll(r, libc::POLLIN as u16))
+        .unwrap();
+    let (done, returned) = std::sync::mpsc::channel();
+    for i in 0..waiters {
+        let (ctx, done) = (Arc::clone(&ctx), done.clone());
+        let timeout = (i % 2 == 1).then_some(Duration::MAX);
+        std::thread::spawn(move || done.send(ctx.get_events(1, 1, timeout)));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    ctx.destroy().unwrap();
+    let mut took = 0;
+    for _ in 0..waiters {
+        let left = returned
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a waiter still sleeps after destroy");
+        match left {
+            Ok(events) => {
+                took += 1;
+                assert!(events.iter().all(|e| e.res == -(libc::ECANCELED as i64)));
+            }
+            Err(e) => assert_eq!(errno_of(&e), libc::EINVAL),
+        }
+    }
+    assert!(took <= 1, "{took} waiters took the one event");
+}
+
+fn two_waiters_in_get_events_leave_on_destroy(engine: EngineKind) {
+    waiters_in_get_events_all_leave_on_destroy(engine, 2);
+}
+
+fn four_waiters_in_get_events_leave_on_destroy(engine: EngineKind) {
+    waiters_in_get_events_all_leave_on_destroy(engine, 4);
+}
+
+fn eight_waiters_in_get_events_leave_on_destroy(engine: EngineKind) {
+    waiters_in_get_events_all_leave_on_destroy(engine, 8);
+}
+
+/// Every waiter wakes for posted events too: two threads each wait for one event, and two
+/// events come from another thread.
+fn every_waiter_wakes_for_posted_events(engine: EngineKind) {
+    let (r, mut w) = pipe();
+    let ctx = ctx(engine, 16);
+    ctx.submit_one(Request::poll(Arc::clone(&r), libc::POLLIN as u16).data(1))
+        .unwrap();
+    ctx.submit_one(Request::poll(r, libc::POLLIN as u16).data(2))
+        .unwrap();
+    std::thread::scope(|s| {
+        let waiters: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| ctx.get_events(1, 1, Some(Duration::from_secs(60)))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        w.write_all(b"x").unwrap();
+        let mut data: Vec<u64> = waiters
+            .into_iter()
+            .flat_map(|waiter| waiter.join().unwrap().unwrap())
+            .map(|event| event.data)
+            .collect();
+        data.sort_unstable();
+        assert_eq!(data, [1, 2]);
+    });
+}
+
 fn many_threads_submit_and_reap_at_once(engine: EngineKind) {
     let file = temp_file(64 * 1024);
     let rf = open(&file, true, false);
@@ -764,6 +834,10 @@ macro_rules! engines {
                 zero_timeout_does_not_wait, timeout_elapses_with_what_is_there,
                 events_come_oldest_first, get_events_after_destroy_is_einval,
                 waiter_in_get_events_leaves_on_destroy,
+                two_waiters_in_get_events_leave_on_destroy,
+                four_waiters_in_get_events_leave_on_destroy,
+                eight_waiters_in_get_events_leave_on_destroy,
+                every_waiter_wakes_for_posted_events,
                 many_threads_submit_and_reap_at_once, a_batch_holds_back_only_its_own_context,
                 cancel_of_unknown_request_is_einval,
                 cancel_of_a_poll_delivers_ecanceled, a_poll_answers_cancel_once,

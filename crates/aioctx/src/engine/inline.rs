@@ -20,7 +20,7 @@
 //! sockets and devices, which may wait for a peer.
 
 use super::blocking::perform_with;
-use crate::context::Inflight;
+use crate::core::Inflight;
 use crate::request::{Request, RwFlags};
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);

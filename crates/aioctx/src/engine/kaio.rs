@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::inline::complete_inline;
 use super::threads::ThreadsEngine;
 use super::{Engine, EngineKind};
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};

@@ -2,8 +2,12 @@
 //!
 //! An engine is opened per context; it receives requests that already passed the
 //! context's checks, owns each until it calls `Inflight::complete`, and cancels what it
-//! can. Everything about the lifecycle (slots, counting, waking, destroy) stays in
-//! `context.rs`, shared by all engines.
+//! can. Everything about the lifecycle (slots, counting, waking, destroy) stays in the
+//! shared code beneath the engines (`core.rs`, `lifecycle.rs`, `context.rs`).
+
+// A request an engine cannot start comes back whole in the `Err` (moved, never copied to
+// the heap), so that the caller gets it back unstarted; the size is the request's.
+#![allow(clippy::result_large_err)]
 
 use std::fmt;
 use std::io;
@@ -11,7 +15,7 @@ use std::os::fd::BorrowedFd;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::RwFlags;
 
 mod blocking;
@@ -228,7 +232,7 @@ pub fn probe_all() -> Vec<Probe> {
                 EngineKind::Uring => uring::probe(),
                 EngineKind::Kaio => kaio::probe(),
                 EngineKind::Threads | EngineKind::Sim => Ok(()),
-                EngineKind::Auto => unreachable!("ALL holds concrete engines only"),
+                EngineKind::Auto => Err("auto is a choice, not an engine".to_string()),
             };
             Probe {
                 kind,
@@ -266,6 +270,7 @@ fn open_concrete(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engin
         EngineKind::Kaio => Box::new(kaio::KaioEngine::new(core)?),
         EngineKind::Threads => Box::new(threads::ThreadsEngine::new(core)),
         EngineKind::Sim => Box::new(sim::SimEngine::new(core, sim::SimConfig::from_env()?)?),
-        EngineKind::Auto => unreachable!("open handles Auto"),
+        // `open` resolves Auto before it gets here.
+        EngineKind::Auto => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
     })
 }

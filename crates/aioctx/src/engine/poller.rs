@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::blocking::perform_rest;
 use super::complete_cancelled;
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::{Request, RwFlags};
 use crate::sync::lock;
 use crate::sys::fd;

@@ -20,7 +20,7 @@ use super::blocking::perform;
 use super::inline::complete_inline;
 use super::poller::{cancel_polls, start_poll, start_transfer, waits_for_peer, HandOff};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use std::sync::{Condvar, Mutex, MutexGuard};
 

@@ -61,7 +61,8 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        let base = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         Ok(Mapping { base, len })
     }
 
@@ -80,7 +81,8 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        let base = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         Ok(Mapping { base, len })
     }
 
@@ -319,7 +321,10 @@ pub fn page_size() -> usize {
 /// A zeroed heap allocation with a chosen alignment (for O_DIRECT).
 pub struct AlignedMem {
     ptr: NonNull<u8>,
+    /// At least one byte: the allocator takes no empty layouts.
     layout: Layout,
+    /// The length asked for, which may be 0.
+    len: usize,
 }
 
 // SAFETY: AlignedMem uniquely owns its allocation, like a Box<[u8]>.
@@ -335,11 +340,11 @@ impl AlignedMem {
         // SAFETY: the layout has a nonzero size.
         let ptr = unsafe { alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        Ok(AlignedMem { ptr, layout })
+        Ok(AlignedMem { ptr, layout, len })
     }
 
     pub fn len(&self) -> usize {
-        self.layout.size()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {

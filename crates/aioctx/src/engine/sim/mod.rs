@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 use super::blocking::perform_up_to;
 use super::poller::{cancel_polls, start_poll};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
-use crate::context::{Context, Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 
@@ -203,14 +203,12 @@ impl SimMachine {
         }))
     }
 
-    /// A new context on this machine.
-    pub fn context(&self, nr_events: u32) -> io::Result<Context> {
-        Context::build(nr_events, |core| {
-            Ok(Box::new(SimEngine {
-                core: Arc::clone(core),
-                machine: Arc::clone(&self.0),
-            }))
-        })
+    /// The engine of a new context on this machine (see `SimMachine::context`).
+    pub(crate) fn engine(&self, core: &Arc<Core>) -> SimEngine {
+        SimEngine {
+            core: Arc::clone(core),
+            machine: Arc::clone(&self.0),
+        }
     }
 
     pub fn config(&self) -> &SimConfig {

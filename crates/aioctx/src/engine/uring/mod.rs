@@ -49,7 +49,7 @@ use self::instance::{Instance, Submission, NO_REQUEST};
 use self::sqe::{prepare, Op};
 use super::inline::complete_inline;
 use super::{plugged, Engine, EngineKind};
-use crate::context::{Core, Inflight};
+use crate::core::{Core, Inflight};
 use crate::request::RwFlags;
 
 pub(crate) use self::probe::probe;

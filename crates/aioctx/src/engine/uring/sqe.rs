@@ -3,7 +3,7 @@
 use io_uring::{opcode, squeue, types};
 
 use super::in_kernel::Owner;
-use crate::context::Inflight;
+use crate::core::Inflight;
 use crate::request::{Opcode, RwFlags};
 
 /// A request while the kernel holds it; its boxed address is its SQE's `user_data`.
@@ -25,15 +25,14 @@ pub(super) fn prepare(op: &mut Op) -> squeue::Entry {
     let rw_flags = (request.rw_flags.bits() & !RwFlags::HIPRI.bits()) as i32;
     let offset = request.offset as u64;
     let segments = request.buffers.segments();
-    match request.opcode {
-        Opcode::Noop => opcode::Nop::new().build(),
-        Opcode::Fsync => opcode::Fsync::new(fd).build(),
-        Opcode::Fdsync => opcode::Fsync::new(fd)
+    match (request.opcode, single(&segments)) {
+        (Opcode::Noop, _) => opcode::Nop::new().build(),
+        (Opcode::Fsync, _) => opcode::Fsync::new(fd).build(),
+        (Opcode::Fdsync, _) => opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
             .build(),
-        Opcode::Poll => opcode::PollAdd::new(fd, u32::from(request.poll_mask())).build(),
-        op_code @ (Opcode::Pread | Opcode::Pwrite) if single(&segments).is_some() => {
-            let (ptr, len) = single(&segments).expect("checked above");
+        (Opcode::Poll, _) => opcode::PollAdd::new(fd, u32::from(request.poll_mask())).build(),
+        (op_code @ (Opcode::Pread | Opcode::Pwrite), Some((ptr, len))) => {
             if op_code == Opcode::Pread {
                 opcode::Read::new(fd, ptr, len)
                     .offset(offset)
@@ -46,7 +45,7 @@ pub(super) fn prepare(op: &mut Op) -> squeue::Entry {
                     .build()
             }
         }
-        op_code => {
+        (op_code, _) => {
             op.iovecs = segments
                 .iter()
                 .map(|&(base, len)| libc::iovec {
