@@ -250,7 +250,7 @@ fn soak_child(engine: EngineKind, contexts: usize) -> ExitCode {
 
 /// The kernel's AIO, through the system calls libaio wraps: one read per context in
 /// sequence until `contexts`, the first error or 20 s (each io_destroy waits for an RCU
-/// grace period), then as many live as it allows, up to a tenth of `contexts`.
+/// grace period), then as many live as it allows, up to a hundredth of `contexts`.
 fn kernel_child(contexts: usize) -> ExitCode {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (path, file) = data_file();
@@ -279,7 +279,7 @@ fn kernel_child(contexts: usize) -> ExitCode {
     let after_sequence = Figures::now();
     let mut live = Vec::new();
     let mut live_stopped = String::from("no error");
-    while live.len() < contexts / 10 {
+    while live.len() < contexts / 100 {
         match kernel_cycle(fd, &mut buf, false) {
             Ok(ctx) => live.push(ctx),
             Err(e) => {
