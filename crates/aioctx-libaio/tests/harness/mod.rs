@@ -41,6 +41,7 @@ pub struct Fixture {
     fds: Vec<u32>,
     pipe_r: i32,
     pipe_w: i32,
+    socket: i32,
     socket_peer: i32,
     eventfd: i32,
     arena: *mut u8,
@@ -135,6 +136,7 @@ impl Fixture {
             fds,
             pipe_r: pipe[0],
             pipe_w: pipe[1],
+            socket: pair[0],
             socket_peer: pair[1],
             eventfd,
             arena,
@@ -181,6 +183,12 @@ impl Fixture {
         }
         // SAFETY: as above, MSG_DONTWAIT never blocks.
         unsafe {
+            libc::send(
+                self.socket,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            );
             libc::send(
                 self.socket_peer,
                 buf.as_ptr().cast(),
@@ -251,8 +259,10 @@ fn build_iocb(fx: &Fixture, input: &mut Bytes, slot: usize) -> Iocb {
         10 => input.u16(),
         _ => [0, 1, 7, 8][usize::from(choice) % 4],
     };
+    // Raw numbers start at 1024: below that they may name the harness's own peers (a read
+    // of one would wait for a writer that is the harness itself) or the fuzzer's pipes.
     let fd = match input.u8() {
-        250..=255 => input.u32(),
+        250..=255 => input.u32().max(1024),
         c => fx.fds[usize::from(c) % fx.fds.len()],
     };
     let vectored = matches!(opcode, 7 | 8);
@@ -285,7 +295,12 @@ fn build_iocb(fx: &Fixture, input: &mut Bytes, slot: usize) -> Iocb {
         }
     };
     let buf = if opcode == 5 && input.u8().is_multiple_of(2) {
-        u64::from(input.u16()) | if input.u8().is_multiple_of(8) { 1 << 16 } else { 0 }
+        u64::from(input.u16())
+            | if input.u8().is_multiple_of(8) {
+                1 << 16
+            } else {
+                0
+            }
     } else {
         buf
     };
@@ -315,7 +330,11 @@ fn build_iocb(fx: &Fixture, input: &mut Bytes, slot: usize) -> Iocb {
         ][usize::from(input.u8()) % 5],
         _ => 0,
     };
-    let reserved2 = if input.u8().is_multiple_of(16) { input.u64() } else { 0 };
+    let reserved2 = if input.u8().is_multiple_of(16) {
+        input.u64()
+    } else {
+        0
+    };
     Iocb {
         aio_data: input.u64(),
         aio_key: input.u32(),
