@@ -282,14 +282,6 @@ fn faults_from_outside_leave_the_contract_standing() {
     run_c("faults");
 }
 
-/// Issue 12's stress through the C ABI on every engine (`AIOCTX_STRESS_SECONDS` each,
-/// default 5): one event per accepted iocb, patterns read back, one destroyer wins, no late
-/// write.
-#[test]
-fn stress_keeps_every_invariant_on_every_engine() {
-    run_c("stress");
-}
-
 /// Every C program but `badptr`, which hands I/O syscalls unmapped buffers on purpose
 /// (the kernel's `-EFAULT` in the event is what it checks, and valgrind reports exactly those
 /// syscalls); its bad pointers to the calls themselves never reach a syscall valgrind checks.
