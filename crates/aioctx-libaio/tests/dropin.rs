@@ -376,6 +376,14 @@ fn no_per_request_fd_or_memory_syscalls_at_batch_16() {
     }
 }
 
+/// Issue 12's faults from outside: an fd closed and reused under in-flight O_DIRECT writes,
+/// a signal interrupting io_getevents, exit() and SIGTERM with requests that never finish,
+/// a forked child, bad handles.
+#[test]
+fn faults_from_outside_leave_the_contract_standing() {
+    run_c("faults");
+}
+
 /// Every C program but `badptr`, which hands I/O syscalls unmapped buffers on purpose
 /// (the kernel's `-EFAULT` in the event is what it checks, and valgrind reports exactly those
 /// syscalls); its bad pointers to the calls themselves never reach a syscall valgrind checks.
