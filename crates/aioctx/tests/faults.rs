@@ -168,6 +168,33 @@ fn forked_child_cannot_use_the_parent_context(engine: EngineKind) {
     ctx.destroy().unwrap();
 }
 
+/// Destroy with many reads of a pipe and a socket nobody writes (the simulator retries
+/// them) returns promptly, 20 times over.
+fn destroy_cancels_unanswered_stream_reads_promptly(engine: EngineKind) {
+    for _ in 0..20 {
+        let (reader, writer) = pipe();
+        let (socket, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let socket = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(socket)));
+        let ctx = Context::with_engine(64, engine).unwrap();
+        for i in 0..8 {
+            ctx.submit_one(Request::read(reader.clone(), vec![0u8; 8], 0).data(i))
+                .unwrap();
+            ctx.submit_one(Request::read(socket.clone(), vec![0u8; 8], 0).data(8 + i))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(ctx.destroy().is_ok()));
+        let destroyed = finished.recv_timeout(Duration::from_secs(10));
+        assert_eq!(
+            destroyed,
+            Ok(true),
+            "{engine}: destroy did not return in 10 s"
+        );
+        drop((writer, peer));
+    }
+}
+
 macro_rules! engines {
     ($($behaviour:ident),* $(,)?) => {
         $(
@@ -189,4 +216,5 @@ macro_rules! engines {
 engines!(
     signal_interrupts_get_events_and_the_event_still_comes,
     forked_child_cannot_use_the_parent_context,
+    destroy_cancels_unanswered_stream_reads_promptly,
 );

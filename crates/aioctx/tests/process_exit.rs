@@ -9,7 +9,7 @@
 //!   from main leaves them);
 //! - `return-dropped`: returns from `main` with the contexts in locals, so that their drop
 //!   (destroy) runs on the way out: destroy cancels the polls and waits for the O_DIRECT
-//!   reads;
+//!   reads; `return-dropped-streams` adds the pipe and socket reads destroy must cancel;
 //! - `exit`: `std::process::exit` with the contexts live;
 //! - `sigterm`: killed by `SIGTERM` with the contexts live.
 
@@ -24,7 +24,13 @@ use std::time::{Duration, Instant};
 
 use aioctx::{AlignedBuf, Context, EngineKind, Request};
 
-const WAYS: [&str; 4] = ["return-leaked", "return-dropped", "exit", "sigterm"];
+const WAYS: [&str; 5] = [
+    "return-leaked",
+    "return-dropped",
+    "return-dropped-streams",
+    "exit",
+    "sigterm",
+];
 /// "Promptly", generously: the machine is shared and loaded.
 const PROMPTLY: Duration = Duration::from_secs(20);
 
@@ -91,7 +97,7 @@ fn child(engine: EngineKind, way: &str) -> ExitCode {
             std::mem::forget(contexts);
             std::mem::forget(peers);
         }
-        "return-dropped" => {
+        "return-dropped" | "return-dropped-streams" => {
             // Locals: dropped (destroyed) on the way out of main, peers last.
             let _peers = peers;
             let _contexts = contexts;

@@ -739,6 +739,11 @@ fn stress(engine: EngineKind) {
         totals.violations
     );
     assert_eq!(totals.duplicates, 0, "{engine}: duplicate events");
+    // SPEC §2 io_cancel: a request answers -EINPROGRESS at most once.
+    assert_eq!(
+        totals.cancelled_twice, 0,
+        "{engine}: requests whose cancel was accepted twice"
+    );
     assert_eq!(totals.late_writes, 0, "{engine}: late writes");
     assert!(totals.events > 0, "{engine}: no request completed");
     assert!(totals.discarded + totals.events == totals.accepted);
