@@ -132,7 +132,7 @@ pub(crate) fn cancel_queued_or_poll(
 pub enum EngineKind {
     /// The best engine that works here.
     Auto,
-    /// io_uring: contexts share a few process-wide instances, each with one reaper thread.
+    /// One io_uring per context, with a reaper thread posting its completions.
     Uring,
     /// The kernel's Linux AIO system calls, with shared kernel contexts; buffered I/O the
     /// kernel would do inside `io_submit` falls back to the thread pool.
