@@ -276,7 +276,11 @@ impl Ring {
     fn unregister(&self, sub: &mut MutexGuard<'_, Submission>, batch: &mut Batch) {
         for taken in &mut batch.entries[..batch.len] {
             let (user_data, res) = *taken;
+            // Every request is registered before its SQE is pushed and until its CQE is
+            // taken: a CQE the table does not know names no live request of ours, and
+            // must not be freed (`finish` skips it).
             let Some(registered) = sub.in_kernel.remove(&user_data) else {
+                taken.0 = NO_REQUEST;
                 continue;
             };
             if sub.closed || !registered.orphaned(res) {
