@@ -195,6 +195,35 @@ fn destroy_cancels_unanswered_stream_reads_promptly(engine: EngineKind) {
     }
 }
 
+/// Destroy with polls and reads of a pipe and a socket waiting (destroy cancels them)
+/// returns only once the context let go of both files: the caller's are the only
+/// references left, so closing them closes the pipe and the socket (a writer sees EPIPE).
+fn destroy_lets_go_of_polled_and_waiting_files_before_it_returns(engine: EngineKind) {
+    for round in 0..50 {
+        let (reader, writer) = pipe();
+        let (socket, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let socket = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(socket)));
+        let ctx = Context::with_engine(16, engine).unwrap();
+        for i in 0..4 {
+            ctx.submit_one(Request::poll(reader.clone(), libc::POLLIN as u16).data(i))
+                .unwrap();
+            ctx.submit_one(Request::read(socket.clone(), vec![0u8; 8], 0).data(4 + i))
+                .unwrap();
+            ctx.submit_one(Request::poll(socket.clone(), libc::POLLIN as u16).data(8 + i))
+                .unwrap();
+        }
+        // Long enough for the process's poll thread to be asleep in poll(2) on them.
+        std::thread::sleep(Duration::from_millis(2));
+        ctx.destroy().unwrap();
+        assert_eq!(
+            (Arc::strong_count(&reader), Arc::strong_count(&socket)),
+            (1, 1),
+            "{engine}, round {round}: the pipe and the socket are still held after destroy"
+        );
+        drop((writer, peer));
+    }
+}
+
 macro_rules! engines {
     ($($behaviour:ident),* $(,)?) => {
         $(
@@ -217,4 +246,5 @@ engines!(
     signal_interrupts_get_events_and_the_event_still_comes,
     forked_child_cannot_use_the_parent_context,
     destroy_cancels_unanswered_stream_reads_promptly,
+    destroy_lets_go_of_polled_and_waiting_files_before_it_returns,
 );

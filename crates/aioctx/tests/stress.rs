@@ -671,8 +671,8 @@ fn tally_round(round: &Round, files: &Files, baseline: [usize; 4], totals: &mut 
             "context counted {stats:?}, the test {accepted} accepted"
         ));
     }
-    // Destroy let go of every file and every piece of memory the requests held (counted
-    // here: the simulator sometimes still holds one just after destroy returned).
+    // Destroy let go of every file and every piece of memory the requests held (SPEC §1;
+    // the process's poll thread once kept a polled file open across its poll(2)).
     let held = [
         files.strong_counts() != baseline,
         Arc::strong_count(&round.pipe) != 1,
@@ -745,6 +745,10 @@ fn stress(engine: EngineKind) {
         "{engine}: requests whose cancel was accepted twice"
     );
     assert_eq!(totals.late_writes, 0, "{engine}: late writes");
+    assert_eq!(
+        totals.held_after_destroy, 0,
+        "{engine}: contexts still holding a file or memory after destroy"
+    );
     assert!(totals.events > 0, "{engine}: no request completed");
     assert!(totals.discarded + totals.events == totals.accepted);
     if engine == EngineKind::Sim {

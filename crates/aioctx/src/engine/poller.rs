@@ -388,9 +388,12 @@ impl Poller {
 
     fn run(&self) {
         loop {
-            // The files are cloned so that they stay open while we poll them, even if their
-            // request is cancelled meanwhile; the next round lets go of them.
-            let watched: Vec<(u64, Arc<File>, i16)> = lock(&self.waiting)
+            // Raw numbers, not clones of the files: a clone held across poll(2) would keep
+            // a cancelled request's file open after destroy returned (SPEC §1). A number
+            // closed meanwhile (or reused by another file) is harmless: poll has no effect
+            // on a file, and `advance` acts only on an entry still there, whose request
+            // still holds its file open under that number.
+            let watched: Vec<(u64, RawFd, i16)> = lock(&self.waiting)
                 .entries
                 .iter()
                 .filter_map(|(id, e)| {
@@ -400,16 +403,12 @@ impl Poller {
                         _ if r.opcode.is_read() => libc::POLLIN,
                         _ => libc::POLLOUT,
                     };
-                    r.file.clone().map(|f| (*id, f, events))
+                    r.file.as_ref().map(|f| (*id, f.as_raw_fd(), events))
                 })
                 .collect();
             let mut pollfds: Vec<libc::pollfd> =
                 std::iter::once((self.wake.as_raw_fd(), libc::POLLIN))
-                    .chain(
-                        watched
-                            .iter()
-                            .map(|(_, f, events)| (f.as_raw_fd(), *events)),
-                    )
+                    .chain(watched.iter().map(|&(_, fd, events)| (fd, events)))
                     .map(|(fd, events)| libc::pollfd {
                         fd,
                         events,
@@ -424,12 +423,12 @@ impl Poller {
             // of them: after a transfer finds nothing, the others on that file wait for
             // the next round instead of each trying in vain.
             let mut exhausted: Vec<(RawFd, i16)> = Vec::new();
-            for ((id, file, events), p) in watched.iter().zip(&pollfds[1..]) {
-                let watch = (file.as_raw_fd(), *events);
+            for (&(id, fd, events), p) in watched.iter().zip(&pollfds[1..]) {
+                let watch = (fd, events);
                 if p.revents == 0 || exhausted.contains(&watch) {
                     continue;
                 }
-                if !self.advance(*id, p.revents & events) {
+                if !self.advance(id, p.revents & events) {
                     exhausted.push(watch);
                 }
             }
