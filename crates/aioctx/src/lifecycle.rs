@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use crate::doorbell::Doorbell;
 use crate::sync::model::{lock, wait, AtomicUsize, Condvar, Mutex};
+use crate::sys::fork;
 
 /// Set in both words once destroy has begun; never cleared.
 const DYING: usize = 1 << (usize::BITS - 1);
@@ -46,6 +47,9 @@ pub(crate) struct Lifecycle {
     /// destroyer's last check of its condition.
     progress: Mutex<()>,
     progress_cv: Condvar,
+    /// The fork generation of the process that made the context: in a forked child the
+    /// copy is dead, and nothing of it may be touched (see `sys/fork.rs`).
+    process: u64,
 }
 
 impl Lifecycle {
@@ -55,12 +59,22 @@ impl Lifecycle {
             reqs: AtomicUsize::new(0),
             progress: Mutex::new(()),
             progress_cv: Condvar::new(),
+            process: fork::generation(),
         }
+    }
+
+    /// Whether this is a forked child's copy of a context of its parent (SPEC §3: invalid,
+    /// `EINVAL` for every call; the parent's is unaffected).
+    pub(crate) fn forked_away(&self) -> bool {
+        self.process != fork::generation()
     }
 
     pub(crate) fn state(&self) -> State {
         let users = self.users.load(Ordering::Acquire);
-        if users & DYING == 0 {
+        if self.forked_away() {
+            // Nothing of the copy will ever run in this process.
+            State::Dead
+        } else if users & DYING == 0 {
             State::Live
         } else if users == DYING && self.in_flight() == 0 {
             State::Dead
@@ -70,7 +84,7 @@ impl Lifecycle {
     }
 
     pub(crate) fn is_live(&self) -> bool {
-        self.users.load(Ordering::Acquire) & DYING == 0
+        self.users.load(Ordering::Acquire) & DYING == 0 && !self.forked_away()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -80,6 +94,9 @@ impl Lifecycle {
     /// Enters the submitters' gate; false if the context is no longer live. Once DYING is
     /// set the count only falls (a refused submitter never bumps it, not even for a moment).
     pub(crate) fn enter_submit(&self) -> bool {
+        if self.forked_away() {
+            return false;
+        }
         let mut users = self.users.load(Ordering::Relaxed);
         loop {
             if users & DYING != 0 {
@@ -123,7 +140,12 @@ impl Lifecycle {
     /// `free_ioctx_reqs`), for every engine: kill; wake the waiters of get_events so they
     /// leave; wait until no submitter is inside; the first destroyer cancels what may never
     /// finish (`cancel_all`); every destroyer waits for requests done. True for the first.
+    /// A forked child's copy is not destroyed (its requests are the parent's, and their
+    /// completions never come here): false at once, nothing touched.
     pub(crate) fn destroy(&self, waiters: &Doorbell, cancel_all: impl FnOnce()) -> bool {
+        if self.forked_away() {
+            return false;
+        }
         let first = self.kill();
         waiters.ring();
         self.wait_submitters_gone();

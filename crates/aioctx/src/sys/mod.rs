@@ -3,4 +3,5 @@
 
 pub mod abi;
 pub mod fd;
+pub(crate) mod fork;
 pub mod mem;
