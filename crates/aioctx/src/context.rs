@@ -244,6 +244,11 @@ impl Context {
     /// costs one system call and one device doorbell. `submit` batches by itself; the C ABI
     /// wraps its `io_submit` loop in this.
     pub fn batch<R>(&self, submit_all: impl FnOnce() -> R) -> R {
+        if self.core.lifecycle.forked_away() {
+            // A forked child's copy: every submit in it fails `EINVAL`, and the engine's
+            // queues (some shared with the parent) are not flushed from here.
+            return submit_all();
+        }
         engine::with_plug(&*self.engine, submit_all)
     }
 
@@ -497,8 +502,18 @@ impl SimMachine {
 }
 
 impl Drop for Context {
-    /// Drop is destroy: it blocks until nothing of the context is in flight.
+    /// Drop is destroy: it blocks until nothing of the context is in flight. A forked
+    /// child's copy of a parent's context is leaked instead: its engine's threads are the
+    /// parent's, its locks may be held by them, and part of its memory is shared with the
+    /// parent, so nothing of it is torn down here (SPEC §3).
     fn drop(&mut self) {
+        if self.core.lifecycle.forked_away() {
+            std::mem::forget(std::mem::replace(
+                &mut self.engine,
+                Box::new(engine::Detached),
+            ));
+            return;
+        }
         let _ = self.destroy();
     }
 }

@@ -96,68 +96,95 @@ fn wait_child(pid: libc::pid_t) -> i32 {
     panic!("forked child did not end");
 }
 
-/// In the child: a new context works. Exit status 0 if so, else the number of the failing
-/// check. Uses no test machinery (the child has only this thread).
-fn in_forked_child(ctx: &Context, file: &Arc<std::fs::File>) -> i32 {
-    let Ok(own) = Context::with_engine(8, ctx.engine()) else {
+/// In the child: every call on the parent's context fails `EINVAL` at once (SPEC §3), its
+/// drop returns without touching the parent's engine, and a context of the child's own
+/// works. Exit status 0 if so, else the number of the failing check. Uses no test machinery
+/// (the child has only this thread).
+fn in_forked_child(parents: Context, file: &Arc<std::fs::File>) -> i32 {
+    let einval = |result: std::io::Result<()>| errno_of(&result.unwrap_err()) == libc::EINVAL;
+    let mut batch = vec![Request::read(file.clone(), vec![0u8; 4096], 0).data(999)];
+    match parents.submit(&mut batch) {
+        Err(e) if errno_of(&e) == libc::EINVAL && batch.len() == 1 => {}
+        _ => return 1,
+    }
+    if let Err(e) = parents.submit_one(Request::noop()) {
+        if errno_of(&e.error) != libc::EINVAL {
+            return 2;
+        }
+    } else {
+        return 2;
+    }
+    // Neither waits (the parent's events are not the child's to take), with or without
+    // a timeout.
+    if !einval(parents.get_events(0, 64, Some(Duration::ZERO)).map(drop)) {
+        return 3;
+    }
+    if !einval(parents.get_events(1, 64, None).map(drop)) {
         return 4;
+    }
+    if !einval(parents.cancel(0)) || !einval(parents.cancel(PIPE_READ)) {
+        return 5;
+    }
+    if !einval(parents.destroy()) {
+        return 6;
+    }
+    if parents.state() != aioctx::State::Dead {
+        return 7;
+    }
+    let engine = parents.engine();
+    // Drop (destroy) of the copy returns at once and leaves the parent's engine alone.
+    drop(parents);
+    let Ok(own) = Context::with_engine(8, engine) else {
+        return 10;
     };
     if own
         .submit_one(Request::read(file.clone(), vec![0u8; 4096], 4096))
         .is_err()
     {
-        return 5;
+        return 11;
     }
     match own.get_events(1, 1, FIVE_SECONDS) {
         Ok(events) if events.len() == 1 && events[0].res == 4096 => {
             let buf = events.into_iter().next().unwrap().into_buf().unwrap();
             if (0..4096).any(|i| buf[i] != pattern(4096 + i)) {
-                return 6;
+                return 12;
             }
         }
-        _ => return 7,
+        _ => return 13,
     }
     if own.destroy().is_err() {
-        return 8;
+        return 14;
     }
     0
 }
 
-fn forked_child_cannot_use_the_parent_context(engine: EngineKind) {
+/// The tag of the parent's pipe read, answered only after the child ended.
+const PIPE_READ: u64 = 1000;
+
+/// A forked child uses the parent's context while the parent's O_DIRECT reads and a pipe
+/// read are in flight: `EINVAL` for every call, its drop returns, its own context works;
+/// the parent gets every event of its own, with the data, and destroys as usual.
+fn forked_child_gets_einval_from_the_parent_context(engine: EngineKind) {
     let data = temp_file(4 << 20);
     let direct = open_direct(&data);
     let buffered = open(&data, true, false);
-    let ctx = Context::with_engine(64, engine).unwrap();
+    let (reader, mut writer) = pipe();
+    let ctx = Context::with_engine(128, engine).unwrap();
     let mut batch: Vec<Request> = (0..64u64)
         .map(|i| {
             let buf = AlignedBuf::page_aligned(65536).unwrap();
             Request::read(direct.clone(), buf, i * 65536).data(i)
         })
         .collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 64);
+    batch.push(Request::read(reader, vec![0u8; 4], 0).data(PIPE_READ));
+    assert_eq!(ctx.submit(&mut batch).unwrap(), 65);
     // SAFETY: the child calls only what `in_forked_child` calls and then _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        let status = in_forked_child(&ctx, &buffered);
+        let status = in_forked_child(ctx, &buffered);
         // SAFETY: ends the child without running the parent's destructors or atexit.
         unsafe { libc::_exit(status) };
-    }
-    let events = ctx
-        .get_events(64, 64, Some(Duration::from_secs(30)))
-        .unwrap();
-    assert_eq!(
-        events.len(),
-        64,
-        "{engine}: the parent's reads all complete"
-    );
-    for event in events {
-        assert_eq!(event.res, 65536);
-        let offset = event.data as usize * 65536;
-        let buf = event.into_buf().unwrap();
-        assert!((0..65536)
-            .step_by(511)
-            .all(|i| buf[i] == pattern(offset + i)));
     }
     let status = wait_child(pid);
     assert!(
@@ -165,6 +192,45 @@ fn forked_child_cannot_use_the_parent_context(engine: EngineKind) {
         "{engine}: child failed check {}",
         libc::WEXITSTATUS(status)
     );
+    writer.write_all(b"pipe").unwrap();
+    let events = ctx
+        .get_events(65, 65, Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        65,
+        "{engine}: the parent's requests all complete"
+    );
+    let mut tags = Vec::new();
+    for event in events {
+        let (tag, res) = (event.data, event.res);
+        tags.push(tag);
+        let buf = event.into_buf().unwrap();
+        if tag == PIPE_READ {
+            assert_eq!(
+                (res, &buf[..]),
+                (4, &b"pipe"[..]),
+                "{engine}: the pipe read"
+            );
+            continue;
+        }
+        assert_eq!(res, 65536, "{engine}: read {tag}");
+        let offset = tag as usize * 65536;
+        assert!(
+            (0..65536)
+                .step_by(511)
+                .all(|i| buf[i] == pattern(offset + i)),
+            "{engine}: read {tag} holds the file's bytes"
+        );
+    }
+    tags.sort_unstable();
+    let expected: Vec<u64> = (0..64).chain([PIPE_READ]).collect();
+    assert_eq!(
+        tags, expected,
+        "{engine}: one event per request of the parent's"
+    );
+    let extra = ctx.get_events(0, 8, Some(Duration::ZERO)).unwrap();
+    assert!(extra.is_empty(), "{engine}: events nobody submitted");
     ctx.destroy().unwrap();
 }
 
@@ -244,7 +310,7 @@ macro_rules! engines {
 
 engines!(
     signal_interrupts_get_events_and_the_event_still_comes,
-    forked_child_cannot_use_the_parent_context,
+    forked_child_gets_einval_from_the_parent_context,
     destroy_cancels_unanswered_stream_reads_promptly,
     destroy_lets_go_of_polled_and_waiting_files_before_it_returns,
 );

@@ -127,6 +127,30 @@ pub(crate) fn cancel_queued_or_poll(
     }
 }
 
+/// What a forked child's copy of a parent's context holds in place of the parent's engine,
+/// which it leaks (see `Drop for Context`): it refuses everything.
+pub(crate) struct Detached;
+
+impl Engine for Detached {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Auto
+    }
+
+    fn supports(&self, _flags: RwFlags) -> bool {
+        false
+    }
+
+    fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
+        Err((request, io::Error::from_raw_os_error(libc::EINVAL)))
+    }
+
+    fn cancel(&self, _obj: u64) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    }
+
+    fn cancel_all(&self) {}
+}
+
 /// The engines, by name (`AIOCTX_ENGINE`, `--engine`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EngineKind {
