@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use aioctx::{Context, Request, RwFlags, SimConfig, SimMachine};
+use aioctx::{AlignedBuf, Context, Request, RwFlags, SharedMem, SimConfig, SimMachine};
 use common::*;
 
 const FIVE_SECONDS: Option<Duration> = Some(Duration::from_secs(5));
@@ -108,6 +108,123 @@ fn short_transfers_move_a_true_prefix() {
         buf[n..].iter().all(|&b| b == 0),
         "nothing past the short count was written"
     );
+}
+
+/// One request on a fresh simulated context; its event's `res` and buffer.
+fn one(config: &SimConfig, request: Request) -> (i64, Option<aioctx::Buf>) {
+    let ctx = Context::simulated(4, config.clone()).unwrap();
+    ctx.submit_one(request).unwrap();
+    let event = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
+    (event.res, event.into_buf())
+}
+
+/// O_DIRECT as the kernel checks it, with the simulator's `sector=` as the device's
+/// logical block size: an offset, a length or a buffer address that is not a multiple of
+/// it fails the request with `EINVAL` (in its event, as kernel AIO and io_uring report
+/// it), reads and writes alike; aligned ones run. Not an injected fault.
+#[test]
+fn direct_io_unaligned_to_the_sector_fails_einval() {
+    let file = temp_file(64 * 1024);
+    let direct = open_direct(&file);
+    let einval = -(libc::EINVAL as i64);
+    let mem = std::sync::Arc::new(SharedMem::map(4 * 4096).unwrap());
+    for sector in [512usize, 4096] {
+        let config = config(&format!("sector={sector}"));
+        let buf = |len: usize| AlignedBuf::new(len, 4096).unwrap();
+        let read =
+            |len: usize, offset: usize| Request::read(direct.clone(), buf(len), offset as u64);
+        let write = |len: usize, offset: usize| {
+            Request::write(direct.clone(), buf(len), (32 * 1024 + offset) as u64)
+        };
+        let cases = [
+            ("aligned read", read(2 * sector, sector), 2 * sector as i64),
+            (
+                "aligned write",
+                write(2 * sector, sector),
+                2 * sector as i64,
+            ),
+            ("read at half a sector", read(sector, sector / 2), einval),
+            ("write at half a sector", write(sector, sector / 2), einval),
+            (
+                "read of a sector and a half",
+                read(sector + sector / 2, 0),
+                einval,
+            ),
+            (
+                "write of a sector and a half",
+                write(sector + sector / 2, 0),
+                einval,
+            ),
+            (
+                "read into memory half a sector in",
+                Request::read_shared(direct.clone(), &mem, sector / 2..sector / 2 + sector, 0)
+                    .unwrap(),
+                einval,
+            ),
+            (
+                "read into aligned memory",
+                Request::read_shared(direct.clone(), &mem, sector..2 * sector, 0).unwrap(),
+                sector as i64,
+            ),
+        ];
+        for (what, request, expected) in cases {
+            assert_eq!(one(&config, request).0, expected, "sector={sector}: {what}");
+        }
+        let machine = SimMachine::new(config.clone());
+        let ctx = machine.context(4).unwrap();
+        ctx.submit_one(read(sector, 1)).unwrap();
+        ctx.get_events(1, 1, FIVE_SECONDS).unwrap();
+        assert_eq!(
+            machine.faults(),
+            0,
+            "an unaligned request is no injected fault"
+        );
+    }
+}
+
+/// A short transfer injected on O_DIRECT moves whole sectors (at least one, fewer than
+/// all): what is left is a request the kernel would take, and the bytes moved are the
+/// file's. A request of one sector is never cut.
+#[test]
+fn short_transfers_of_direct_io_stay_sector_aligned() {
+    let file = temp_file(256 * 1024);
+    let direct = open_direct(&file);
+    for sector in [512usize, 4096] {
+        for seed in 0..20u64 {
+            let config = config(&format!("seed={seed},short=1,sector={sector}"));
+            let len = 16 * 1024;
+            let offset = 4096 * seed as usize;
+            let request = Request::read(
+                direct.clone(),
+                AlignedBuf::new(len, 4096).unwrap(),
+                offset as u64,
+            );
+            let (res, buf) = one(&config, request);
+            let n = usize::try_from(res).unwrap_or_else(|_| panic!("sector={sector}: res {res}"));
+            assert!(
+                n > 0 && n < len && n % sector == 0,
+                "sector={sector}: moved {n}"
+            );
+            let buf = buf.unwrap();
+            assert!((0..n).all(|i| buf[i] == pattern(offset + i)));
+            let write = Request::write(
+                direct.clone(),
+                AlignedBuf::new(len, 4096).unwrap(),
+                (128 * 1024 + offset) as u64,
+            );
+            let (res, _) = one(&config, write);
+            assert!(
+                res > 0 && res % sector as i64 == 0 && res < len as i64,
+                "write moved {res}"
+            );
+            let single = Request::read(direct.clone(), AlignedBuf::new(sector, 4096).unwrap(), 0);
+            assert_eq!(
+                one(&config, single).0,
+                sector as i64,
+                "one sector is never cut"
+            );
+        }
+    }
 }
 
 #[test]

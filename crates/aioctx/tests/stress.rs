@@ -561,7 +561,7 @@ fn context(engine: EngineKind, nr: u32, seed: u64) -> Context {
             seed,
             eio: 0.01,
             enospc: 0.01,
-            short: 0.0,
+            short: 0.01,
             min_delay: Duration::from_micros(10),
             max_delay: Duration::from_millis(2),
             ..SimConfig::default()

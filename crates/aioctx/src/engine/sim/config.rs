@@ -39,7 +39,8 @@ pub struct SimConfig {
     pub eio: f64,
     /// Probability that a write fails with `ENOSPC`.
     pub enospc: f64,
-    /// Probability that a read or write of two bytes or more moves fewer bytes.
+    /// Probability that a read or write of two bytes or more moves fewer bytes (with
+    /// `O_DIRECT`: of two sectors or more, and a whole number of sectors).
     pub short: f64,
     /// Probability that a request is stuck: it completes only when cancelled or destroyed.
     pub stuck: f64,
@@ -52,7 +53,9 @@ pub struct SimConfig {
     pub reorder: Option<u64>,
     /// When power is lost on its own (None: only when the test calls `SimMachine::crash`).
     pub crash: Option<CrashAt>,
-    /// The unit a write in flight at a crash is torn at: 512 or 4096 bytes.
+    /// The simulated device's logical block size, 512 or 4096 bytes: the unit a write in
+    /// flight at a crash is torn at, and the alignment `O_DIRECT` needs (offset, buffer
+    /// addresses and lengths; else the request fails `EINVAL`, as on the kernel).
     pub sector: u32,
     /// How long the machine waits, in real time, for a call before its clock runs by itself
     /// (for callers that wait outside aioctx: on an eventfd, or reading the ring). None

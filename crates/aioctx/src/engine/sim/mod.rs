@@ -36,6 +36,14 @@
 //! completion); that thread also serves the idle rule. Polls wait in the process's
 //! poller.
 //!
+//! # O_DIRECT
+//!
+//! The machine's device has `sector=` (512 or 4096) as its logical block size. An
+//! `O_DIRECT` read or write whose offset, or a buffer address or length, is not a multiple
+//! of it fails with `EINVAL` in its event at submit, as the kernel's does (no fault is
+//! drawn for it); a short transfer injected on one moves whole sectors, so what it leaves
+//! is a request the device would take.
+//!
 //! # Power loss
 //!
 //! The machine keeps, per file it writes, what `FSYNC`/`FDSYNC`/`RWF_DSYNC`/`O_DSYNC` made
@@ -65,7 +73,7 @@ use super::blocking::perform_up_to;
 use super::poller::{cancel_polls, start_poll};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
 use crate::core::{Core, Inflight};
-use crate::request::{Opcode, RwFlags};
+use crate::request::{Opcode, Request, RwFlags};
 use crate::sync::lock;
 
 mod background;
@@ -300,16 +308,25 @@ impl MachineState {
         self.seq += 1;
     }
 
-    /// Draws the fate of a new request; None: it is stuck.
-    fn outcome(&mut self, config: &SimConfig, opcode: Opcode, len: usize) -> Option<Outcome> {
+    /// Draws the fate of a new request of `len` bytes; None: it is stuck. A short transfer
+    /// moves a whole number of `unit`s (the sector for O_DIRECT, else a byte), at least one
+    /// and fewer than all, so that what it leaves is a request the device would take.
+    fn outcome(
+        &mut self,
+        config: &SimConfig,
+        opcode: Opcode,
+        len: usize,
+        unit: usize,
+    ) -> Option<Outcome> {
         let data = opcode.is_read() || opcode.is_write();
+        let units = (len / unit) as u64;
         Some(
             if (data || opcode.is_sync()) && self.rng.chance(config.eio) {
                 Outcome::Fail(libc::EIO)
             } else if opcode.is_write() && self.rng.chance(config.enospc) {
                 Outcome::Fail(libc::ENOSPC)
-            } else if data && len >= 2 && self.rng.chance(config.short) {
-                Outcome::Short(self.rng.between(1, len as u64 - 1) as usize)
+            } else if data && units >= 2 && self.rng.chance(config.short) {
+                Outcome::Short(unit * self.rng.between(1, units - 1) as usize)
             } else if self.rng.chance(config.stuck) {
                 return None;
             } else {
@@ -514,6 +531,35 @@ impl MachineState {
     }
 }
 
+/// The simulated device's logical block size: the unit of O_DIRECT and of torn writes.
+fn sector_of(config: &SimConfig) -> usize {
+    config.sector.max(512) as usize
+}
+
+/// Whether a request is a read or write with `O_DIRECT` of a file or block device.
+fn direct(r: &Request) -> bool {
+    (r.opcode.is_read() || r.opcode.is_write())
+        && r.mode.direct
+        && (r.mode.regular || r.mode.block_device)
+}
+
+/// Whether an `O_DIRECT` read or write breaks the device's rule, which the kernel checks
+/// before any I/O (`iomap_dio_rw`, `blkdev_direct_IO`): the offset, and the address and
+/// length of every segment, are multiples of the logical block size (`sector=`; the
+/// alignment statx reports as `stx_dio_offset_align` and `stx_dio_mem_align` on the
+/// common devices; some kernels accept memory aligned to less). An empty segment has no
+/// address to check.
+fn misaligned_direct(r: &mut Request, sector: usize) -> bool {
+    if !direct(r) {
+        return false;
+    }
+    let offset_misaligned = r.offset < 0 || !(r.offset as u64).is_multiple_of(sector as u64);
+    offset_misaligned
+        || r.buffers.segments().into_iter().any(|(base, len)| {
+            !len.is_multiple_of(sector) || (len > 0 && !(base as usize).is_multiple_of(sector))
+        })
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -610,8 +656,14 @@ impl Engine for SimEngine {
         true
     }
 
-    fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
+    fn start(&self, mut request: Inflight) -> Result<(), (Inflight, io::Error)> {
         let config = &self.machine.config;
+        let sector = sector_of(config);
+        if misaligned_direct(&mut request.request, sector) {
+            // As the kernel: the request is accepted and fails at once, in its event.
+            request.complete(-(libc::EINVAL as i64));
+            return Ok(());
+        }
         let mut state = self.machine.lock_state();
         state.last_call = Instant::now();
         if state.crashed {
@@ -627,7 +679,8 @@ impl Engine for SimEngine {
         // Pipes and sockets wait for a real peer, outside virtual time: they go straight
         // to the transfers the background thread retries (their faults are still drawn).
         let stream = (r.opcode.is_read() || r.opcode.is_write()) && !r.mode.regular;
-        match state.outcome(config, r.opcode, r.buffers.total_len()) {
+        let unit = if direct(r) { sector } else { 1 };
+        match state.outcome(config, r.opcode, r.buffers.total_len(), unit) {
             Some(outcome @ (Outcome::Run | Outcome::Short(_))) if stream => {
                 state.parked.push(Pending { request, outcome })
             }
