@@ -492,6 +492,43 @@ fn an_idle_machine_runs_its_clock_for_callers_that_wait_elsewhere() {
     );
 }
 
+/// A simulated context's machine opens the files it writes a second time (to roll them
+/// back at a crash); on a machine of the context's own, destroy closes them: when destroy
+/// returns, nothing of the context holds the caller's file open, as on every engine. A
+/// machine shared by contexts keeps them until the machine goes (a later crash needs them).
+#[test]
+fn destroy_of_a_simulated_context_closes_its_descriptors_of_the_callers_files() {
+    let file = temp_file(8192);
+    let rw = open(&file, true, true);
+    let ctx = Context::simulated(4, SimConfig::default()).unwrap();
+    ctx.submit_one(Request::write(rw.clone(), vec![1u8; 4096], 0))
+        .unwrap();
+    ctx.get_events(1, 1, FIVE_SECONDS).unwrap();
+    assert!(
+        !descriptors_on(&[&rw], &[&rw]).is_empty(),
+        "the machine keeps the file it wrote while the context lives"
+    );
+    ctx.destroy().unwrap();
+    assert_eq!(descriptors_on(&[&rw], &[&rw]), Vec::<i32>::new());
+    let machine = SimMachine::new(SimConfig::default());
+    let shared = machine.context(4).unwrap();
+    shared
+        .submit_one(Request::write(rw.clone(), vec![2u8; 4096], 0))
+        .unwrap();
+    shared.get_events(1, 1, FIVE_SECONDS).unwrap();
+    shared.destroy().unwrap();
+    assert!(!descriptors_on(&[&rw], &[&rw]).is_empty());
+    machine.crash().unwrap();
+    let mut now = vec![0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(&*rw, &mut now, 0).unwrap();
+    assert!(
+        now.iter().all(|&b| b == 1),
+        "the crash after destroy rolled back the unsynced write"
+    );
+    drop((shared, machine));
+    assert_eq!(descriptors_on(&[&rw], &[&rw]), Vec::<i32>::new());
+}
+
 #[test]
 fn stuck_requests_complete_only_when_cancelled_or_destroyed() {
     let ctx = Context::simulated(16, config("stuck=1")).unwrap();

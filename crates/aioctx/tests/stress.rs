@@ -672,8 +672,18 @@ fn tally_round(round: &Round, files: &Files, baseline: [usize; 4], totals: &mut 
         ));
     }
     // Destroy let go of every file and every piece of memory the requests held (SPEC §1;
-    // the process's poll thread once kept a polled file open across its poll(2)).
+    // the process's poll thread once kept a polled file open across its poll(2)), and no
+    // descriptor the context opened on the caller's files is left (the simulator's disk).
+    let ours: [&File; 6] = [
+        &files.read,
+        &files.read_direct,
+        &files.write,
+        &files.write_direct,
+        &round.pipe,
+        &round.socket,
+    ];
     let held = [
+        !descriptors_on(&ours, &[&ours[..], &[&round.pipe_writer]].concat()).is_empty(),
         files.strong_counts() != baseline,
         Arc::strong_count(&round.pipe) != 1,
         Arc::strong_count(&round.socket) != 1,

@@ -75,3 +75,21 @@ pub fn eventfd() -> Arc<File> {
 pub fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)
 }
+
+/// Descriptors of this process open on any of the files `on` (whichever descriptor opened
+/// them), other than the descriptors `except`: what the library still holds of them.
+pub fn descriptors_on(on: &[&File], except: &[&File]) -> Vec<i32> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let targets: Vec<_> = on.iter().map(|f| id(f.metadata().unwrap())).collect();
+    let mine: Vec<i32> = except.iter().map(|f| f.as_raw_fd()).collect();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|fd| !mine.contains(fd))
+        .filter(|fd| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok_and(|m| targets.contains(&id(m)))
+        })
+        .collect()
+}

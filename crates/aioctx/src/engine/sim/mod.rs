@@ -216,6 +216,7 @@ impl SimMachine {
         SimEngine {
             core: Arc::clone(core),
             machine: Arc::clone(&self.0),
+            own_machine: false,
         }
     }
 
@@ -590,6 +591,10 @@ fn always_ready() -> Option<BorrowedFd<'static>> {
 pub(crate) struct SimEngine {
     core: Arc<Core>,
     machine: Arc<Machine>,
+    /// Whether the machine is this context's alone (`Context::simulated`, `AIOCTX_ENGINE`):
+    /// then nothing can crash it once the context is destroyed, and destroy lets go of its
+    /// disk (the descriptors it opened on the caller's files).
+    own_machine: bool,
 }
 
 impl SimEngine {
@@ -598,6 +603,7 @@ impl SimEngine {
         Ok(SimEngine {
             core: Arc::clone(core),
             machine: SimMachine::new(config).0,
+            own_machine: true,
         })
     }
 
@@ -702,6 +708,13 @@ impl Engine for SimEngine {
     fn cancel_all(&self) {
         complete_cancelled(self.take(|_| true, usize::MAX));
         cancel_polls(&self.core, |_| true, usize::MAX);
+        if self.own_machine {
+            // Every request of the machine is the context's, and none is left to run (polls
+            // never touch the disk): its descriptors of the caller's files close now, not
+            // when the context is dropped (SPEC §1: destroy leaves no file held).
+            let disk = std::mem::take(&mut self.machine.lock_state().disk);
+            drop(disk);
+        }
     }
 
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
