@@ -121,3 +121,24 @@ extern "C" fn in_child() {
         drop(hooks);
     }
 }
+
+/// This process's pid, asked of the kernel once and again after each fork (a pid kept
+/// across fork would name the parent): a `getpid` per call costs a system call.
+#[doc(hidden)]
+pub fn pid() -> libc::pid_t {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static FORGET_ON_FORK: Once = Once::new();
+    fn forget_pid() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    FORGET_ON_FORK.call_once(|| on_fork_in_child(forget_pid));
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id() as libc::pid_t;
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
