@@ -81,12 +81,14 @@ fn forget_parents_work(state: &mut PoolState) {
 impl Pool {
     /// Gets a worker going for one more request: wakes a sleeper that has no permit yet,
     /// else starts a worker if the pool may grow, else leaves the request to the next
-    /// worker that finishes (busy workers look for work before they sleep).
+    /// worker that finishes (busy workers look for work before they sleep). The sleeper is
+    /// woken after the lock is let go, so that it does not wake only to wait for the lock.
     fn add_work(&'static self, queue: Option<Arc<Queue>>) {
         let mut state = lock(&self.state);
         state.runnable.extend(queue);
         if state.idle > state.permits {
             state.permits += 1;
+            drop(state);
             self.work.notify_one();
         } else if state.workers < self.max_workers {
             let spawned = std::thread::Builder::new()
@@ -121,17 +123,19 @@ impl Pool {
     fn work_loop(&'static self) {
         loop {
             let queue = self.next_queue();
-            let request = {
+            let (request, more) = {
                 let mut state = lock(&queue.state);
                 let request = state.requests.pop_oldest();
-                if state.requests.is_empty() {
-                    state.scheduled = false;
-                } else {
-                    // Back of the line: the next worker serves another context first.
-                    self.reschedule(Arc::clone(&queue));
-                }
-                request
+                let more = !state.requests.is_empty();
+                // Still scheduled while more wait: it goes back in line below.
+                state.scheduled = more;
+                (request, more)
             };
+            if more {
+                // Back of the line: the next worker serves another context first. (Outside
+                // the queue's lock: submitters take the two locks one at a time too.)
+                self.reschedule(Arc::clone(&queue));
+            }
             if let Some(mut request) = request {
                 let res = perform(&mut request.request);
                 request.complete(res);
@@ -162,10 +166,13 @@ impl PoolQueue {
             request.complete(-(error.raw_os_error().unwrap_or(libc::EIO) as i64));
             return;
         }
-        let mut state = lock(&self.queue.state);
-        state.requests.insert(request);
-        let newly_runnable = !state.scheduled;
-        state.scheduled = true;
+        let newly_runnable = {
+            let mut state = lock(&self.queue.state);
+            state.requests.insert(request);
+            !std::mem::replace(&mut state.scheduled, true)
+        };
+        // A queue not yet scheduled is in no worker's hands: it is put in line now, after
+        // its lock is let go, so that no submitter holds both locks at once.
         pool().add_work(newly_runnable.then(|| Arc::clone(&self.queue)));
     }
 
