@@ -2,6 +2,8 @@
 //! `run` (a program on the drop-in), `race` (the io_destroy race reproducer) and `info`
 //! (which engines work here and why not). A thin layer over the `aioctx` library.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

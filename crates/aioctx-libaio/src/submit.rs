@@ -2,11 +2,13 @@
 //! checks in the kernel's order (fs/aio.c: `io_submit_one`, `__io_submit_one`, `aio_read`,
 //! `aio_prep_fsync`, `aio_poll`; lib/iov_iter.c: `__import_iovec`).
 
+use std::fs::File;
 use std::io;
-use std::sync::Arc;
+use std::os::fd::{AsFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
 
 use aioctx::sys::abi::{self, Iocb};
-use aioctx::sys::fd::{open_mode_raw, OpenMode};
+use aioctx::sys::fd::{names_same_file, open_mode_raw, OpenMode};
 use aioctx::sys::mem::RawMem;
 use aioctx::{Context, LentFd, Opcode, RawParts, Request, RwFlags};
 
@@ -45,6 +47,7 @@ pub(crate) fn submit(context: &Context, nr: usize, iocbpp: usize) -> Result<usiz
         }
         accepted
     });
+    files.remember_copies();
     match failure {
         Some(error) if accepted == 0 => Err(error),
         _ => Ok(accepted),
@@ -103,10 +106,58 @@ impl Files {
         if let Some((fd, mode)) = self.resolved.iter().find(|(fd, _)| fd.raw() == raw) {
             return Ok((Arc::clone(fd), *mode));
         }
-        let mode = open_mode_raw(raw).map_err(errno_of)?;
-        let fd = Arc::new(LentFd::new(raw));
+        let (fd, mode) = match Copies::still_named(raw) {
+            Some((copy, mode)) => (LentFd::with_copy(raw, copy), mode),
+            None => (LentFd::new(raw), open_mode_raw(raw).map_err(errno_of)?),
+        };
+        let fd = Arc::new(fd);
         self.resolved.push((Arc::clone(&fd), mode));
         Ok((fd, mode))
+    }
+
+    /// Remembers the copies requests of this call took, for the next calls.
+    fn remember_copies(&self) {
+        for (fd, mode) in &self.resolved {
+            if let Some(copy) = fd.copied() {
+                Copies::remember(fd.raw(), &copy, *mode);
+            }
+        }
+    }
+}
+
+/// The copies of caller descriptors that requests in flight hold (worker pool, poller, a
+/// ring), with the mode learnt when each was made. While one is alive, a later call on the
+/// same number that still names the same open file (`kcmp`, one system call, instead of
+/// `fcntl` + `fstat` + `dup` + `close`) takes that copy and mode again. Only weak
+/// references are kept: a copy is closed when its last request completes, as without this
+/// memory, so a file the caller closed is never held open by it. The mode is the one of
+/// the open file when the copy was made: a later `fcntl(F_SETFL)` toggling `O_DIRECT` on
+/// it is seen once its requests in flight are done.
+struct Copies;
+
+/// How many copies are remembered (most recent first out of the way last).
+const REMEMBERED_COPIES: usize = 16;
+
+static COPIES: Mutex<Vec<(RawFd, Weak<File>, OpenMode)>> = Mutex::new(Vec::new());
+
+impl Copies {
+    /// The live copy and mode remembered for `raw`, if `raw` still names that open file.
+    fn still_named(raw: RawFd) -> Option<(Arc<File>, OpenMode)> {
+        let (copy, mode) = {
+            let copies = COPIES.lock().unwrap_or_else(|p| p.into_inner());
+            let (_, weak, mode) = copies.iter().find(|(n, _, _)| *n == raw)?;
+            (weak.upgrade()?, *mode)
+        };
+        names_same_file(raw, copy.as_fd()).then_some((copy, mode))
+    }
+
+    fn remember(raw: RawFd, copy: &Arc<File>, mode: OpenMode) {
+        let mut copies = COPIES.lock().unwrap_or_else(|p| p.into_inner());
+        copies.retain(|(n, weak, _)| *n != raw && weak.strong_count() > 0);
+        if copies.len() == REMEMBERED_COPIES {
+            copies.remove(0);
+        }
+        copies.push((raw, Arc::downgrade(copy), mode));
     }
 }
 

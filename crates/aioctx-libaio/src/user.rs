@@ -12,8 +12,6 @@
 //! seccomp profile), at about the cost of eight trivial system calls each.
 
 use std::mem::{size_of, MaybeUninit};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Once;
 
 use aioctx::sys::abi::{IoEvent, Iocb};
 
@@ -104,7 +102,7 @@ fn copy_by_syscall(
         iov_base: remote as *mut libc::c_void,
         iov_len: len,
     };
-    let pid = own_pid();
+    let pid = aioctx::sys::fork::pid();
     // SAFETY: `local` describes `len` bytes of our own live memory (checked by the callers'
     // types); the kernel checks `remote` and fails with EFAULT instead of faulting.
     let done = unsafe {
@@ -171,27 +169,4 @@ pub(crate) fn write_out<T: Plain>(addr: usize, value: &T) -> Result<(), Errno> {
     // the caller keeps an output argument mapped for the duration of its own call.
     unsafe { std::ptr::write_unaligned(addr as *mut T, *value) };
     Ok(())
-}
-
-/// This process's pid, asked of the kernel once and again after each fork (a pid kept
-/// across fork would name the parent).
-fn own_pid() -> libc::pid_t {
-    static PID: AtomicI32 = AtomicI32::new(0);
-    static FORGET_ON_FORK: Once = Once::new();
-    extern "C" fn forget_pid() {
-        PID.store(0, Ordering::Relaxed);
-    }
-    FORGET_ON_FORK.call_once(|| {
-        // SAFETY: the handler is a plain function that lives as long as the process.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
-    });
-    match PID.load(Ordering::Relaxed) {
-        0 => {
-            // SAFETY: getpid has no preconditions.
-            let pid = unsafe { libc::getpid() };
-            PID.store(pid, Ordering::Relaxed);
-            pid
-        }
-        pid => pid,
-    }
 }

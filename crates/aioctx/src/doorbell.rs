@@ -94,7 +94,7 @@ impl Bell {
         thread_local! {
             static BELL: RefCell<Option<(u32, Bell)>> = const { RefCell::new(None) };
         }
-        let pid = std::process::id();
+        let pid = crate::sys::fork::pid() as u32;
         // Not available only while the thread's locals are being torn down.
         let unavailable = |_| io::Error::from_raw_os_error(libc::EAGAIN);
         BELL.try_with(|cell| {

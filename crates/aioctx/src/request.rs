@@ -341,9 +341,23 @@ impl LentFd {
         }
     }
 
+    /// The number lent, with `copy`, a descriptor of the very open file it names now (the
+    /// caller checked), as the copy its requests will hold.
+    pub fn with_copy(raw: RawFd, copy: Arc<File>) -> LentFd {
+        LentFd {
+            raw,
+            copy: Mutex::new(Some(copy)),
+        }
+    }
+
     /// The number lent.
     pub fn raw(&self) -> RawFd {
         self.raw
+    }
+
+    /// The copy requests of the call took, if any did.
+    pub fn copied(&self) -> Option<Arc<File>> {
+        crate::sync::lock(&self.copy).clone()
     }
 
     /// A descriptor of the same open file that the request owns (made once, shared).

@@ -4,7 +4,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
+use super::iovecs_of;
 use crate::request::{Opcode, Request, RwFlags};
+use crate::sys::check;
 
 /// Runs a read, write, sync or noop to completion; returns the event's `res`.
 pub(crate) fn perform(request: &mut Request) -> i64 {
@@ -77,27 +79,7 @@ fn transfer(
     window: std::ops::Range<usize>,
     dir: Direction,
 ) -> io::Result<usize> {
-    let mut skip = window.start;
-    let mut left = window.end.saturating_sub(window.start);
-    let iovecs: Vec<libc::iovec> = request
-        .buffers
-        .segments()
-        .into_iter()
-        .filter_map(|(base, len)| {
-            let skipped = skip.min(len);
-            skip -= skipped;
-            if skipped == len && len > 0 {
-                return None;
-            }
-            let len = (len - skipped).min(left);
-            left -= len;
-            Some(libc::iovec {
-                // Within the segment: `skipped` is at most its length.
-                iov_base: base.wrapping_add(skipped).cast(),
-                iov_len: len,
-            })
-        })
-        .collect();
+    let iovecs = iovecs_of(&mut request.buffers, window.clone());
     let offset = match request.offset {
         offset if offset < 0 => offset,
         offset => offset.saturating_add(window.start as i64),
@@ -122,9 +104,5 @@ fn transfer(
 }
 
 fn cvt(ret: isize) -> io::Result<usize> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as usize)
-    }
+    check(ret as libc::c_long).map(|n| n as usize)
 }

@@ -43,12 +43,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::inline::complete_inline;
-use super::threads::ThreadsEngine;
-use super::{Engine, EngineKind};
+use super::pending::{Keyed, Pending};
+use super::threads::UserSpace;
+use super::{iovecs_of, lend_to_kernel, plugged, take_back, Engine, EngineKind};
 use crate::core::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
+use crate::sys::aio::{io_cancel, io_destroy, io_getevents, io_setup, io_submit};
+use crate::sys::fork;
 
 /// Events of one shared kernel context: its share of `fs.aio-max-nr`, and how many requests
 /// may be in it at once.
@@ -88,7 +91,7 @@ impl KernelContext {
         let mut events = [IoEvent::default(); REAP_BATCH];
         loop {
             // Only a signal ends the wait early (EINTR); the context is never destroyed.
-            let reaped = io_getevents(self.id, 1, &mut events).unwrap_or(0);
+            let reaped = io_getevents(self.id, 1, &mut events, None).unwrap_or(0);
             for event in &events[..reaped] {
                 dispatch(event);
             }
@@ -113,8 +116,7 @@ fn kernel_context(at: usize) -> io::Result<&'static KernelContext> {
     }
     let id = io_setup(KERNEL_EVENTS)?;
     if at == 0 {
-        // SAFETY: the handler is a plain function that lives as long as the process.
-        unsafe { libc::pthread_atfork(None, None, Some(mark_forked_child)) };
+        fork::on_fork_in_child(mark_forked_child);
     }
     let kernel: &'static KernelContext = Box::leak(Box::new(KernelContext {
         id,
@@ -124,7 +126,7 @@ fn kernel_context(at: usize) -> io::Result<&'static KernelContext> {
         .name("aioctx-kaio-reaper".into())
         .spawn(move || kernel.reap_forever());
     if let Err(e) = reaper {
-        io_destroy(id);
+        let _ = io_destroy(id);
         return Err(e);
     }
     Ok(KERNEL[at].get_or_init(|| kernel))
@@ -135,7 +137,7 @@ fn kernel_context(at: usize) -> io::Result<&'static KernelContext> {
 /// everything on the thread pool.
 static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn mark_forked_child() {
+fn mark_forked_child() {
     FORKED_CHILD.store(true, Ordering::Relaxed);
 }
 
@@ -158,7 +160,7 @@ pub(crate) fn probe() -> Result<(), String> {
     }
     match io_setup(1) {
         Ok(id) => {
-            io_destroy(id);
+            let _ = io_destroy(id);
             WORKED.store(true, Ordering::Relaxed);
             Ok(())
         }
@@ -172,7 +174,7 @@ pub(crate) fn probe() -> Result<(), String> {
 }
 
 /// One request in the kernel: everything the kernel was pointed at, kept until its event is
-/// reaped. Boxed; `iocb.aio_data` is the box's address.
+/// reaped. Boxed; `iocb.aio_data` is its token ([`lend_to_kernel`]).
 struct Op {
     /// Read by the kernel at `io_submit` (which also writes `aio_key` back into it) and, for
     /// a poll, at `io_cancel`.
@@ -182,12 +184,13 @@ struct Op {
     request: Inflight,
     local: Arc<Local>,
     kernel: &'static KernelContext,
+    /// A poll's entry in `Local::polls`.
+    poll_id: Option<u64>,
 }
 
 impl Op {
     fn new(mut request: Inflight, local: &Arc<Local>, kernel: &'static KernelContext) -> Op {
         let r = &mut request.request;
-        let segments = r.buffers.segments();
         let mut iocb = Iocb {
             aio_fildes: r.raw_fd().unwrap_or(-1) as u32,
             aio_offset: r.offset,
@@ -202,29 +205,20 @@ impl Op {
             Opcode::Fsync | Opcode::Fdsync => iocb.aio_lio_opcode = r.opcode as u16,
             op => {
                 iocb.aio_rw_flags = r.rw_flags.bits() as i32;
-                if let [(base, len)] = segments[..] {
-                    iocb.aio_lio_opcode = if op.is_read() {
-                        abi::IOCB_CMD_PREAD
-                    } else {
-                        abi::IOCB_CMD_PWRITE
-                    };
-                    iocb.aio_buf = base as u64;
-                    iocb.aio_nbytes = len as u64;
-                } else {
-                    iovecs = segments
-                        .iter()
-                        .map(|&(base, len)| libc::iovec {
-                            iov_base: base.cast(),
-                            iov_len: len,
-                        })
-                        .collect();
-                    iocb.aio_lio_opcode = if op.is_read() {
-                        abi::IOCB_CMD_PREADV
-                    } else {
-                        abi::IOCB_CMD_PWRITEV
-                    };
+                iovecs = iovecs_of(&mut r.buffers, 0..usize::MAX);
+                let vectored = iovecs.len() != 1;
+                iocb.aio_lio_opcode = match (op.is_read(), vectored) {
+                    (true, false) => abi::IOCB_CMD_PREAD,
+                    (false, false) => abi::IOCB_CMD_PWRITE,
+                    (true, true) => abi::IOCB_CMD_PREADV,
+                    (false, true) => abi::IOCB_CMD_PWRITEV,
+                };
+                if vectored {
                     iocb.aio_buf = iovecs.as_ptr() as u64;
                     iocb.aio_nbytes = iovecs.len() as u64;
+                } else {
+                    iocb.aio_buf = iovecs[0].iov_base as u64;
+                    iocb.aio_nbytes = iovecs[0].iov_len as u64;
                 }
             }
         }
@@ -234,61 +228,66 @@ impl Op {
             request,
             local: Arc::clone(local),
             kernel,
+            poll_id: None,
         }
     }
 
     /// Takes the request back from an op the kernel never accepted.
-    fn discard(self: Box<Op>, iocb_addr: u64) -> Inflight {
-        let Op { request, local, .. } = *self;
-        if request.request.opcode == Opcode::Poll {
-            local.forget_poll(iocb_addr);
-        }
+    fn discard(self: Box<Op>) -> Inflight {
+        let Op {
+            request,
+            local,
+            poll_id,
+            ..
+        } = *self;
+        local.forget_poll(poll_id);
         request
     }
 
     /// Posts the kernel's result for a reaped (or refused) request.
-    fn finish(self: Box<Op>, iocb_addr: u64, res: i64) {
+    fn finish(self: Box<Op>, res: i64) {
         let Op {
             iovecs,
             request,
             local,
+            poll_id,
             ..
         } = *self;
         // The kernel let go of the iovecs when it reported the event.
         drop(iovecs);
-        if request.request.opcode == Opcode::Poll {
-            // The kernel completes a cancelled poll with an empty mask, which a poll that
-            // fired never has.
-            let cancelled = local.forget_poll(iocb_addr);
-            request.complete(if cancelled && res == 0 {
-                -(libc::ECANCELED as i64)
-            } else {
-                res
-            });
+        // The kernel completes a cancelled poll with an empty mask, which a poll that fired
+        // never has.
+        let cancelled = local.forget_poll(poll_id);
+        request.complete(if cancelled && res == 0 {
+            -(libc::ECANCELED as i64)
         } else {
-            request.complete(res);
-        }
+            res
+        });
     }
 }
 
 /// Routes one reaped kernel event to its request.
 fn dispatch(event: &IoEvent) {
     // SAFETY: every iocb submitted to a shared kernel context carries in `aio_data` the
-    // address of an `Op` that submit leaked for it, and the kernel reports each iocb in
-    // exactly one event, reaped once; so this is the only owner of that box.
-    let op = unsafe { Box::from_raw(event.data as *mut Op) };
+    // token of an `Op` lent for it, and the kernel reports each iocb in exactly one event,
+    // reaped once; so this is the only taker of that token.
+    let op = unsafe { take_back::<Op>(event.data) };
     op.kernel.release();
-    op.finish(event.obj, event.res);
+    op.finish(event.res);
 }
 
 /// An aioctx context's side of the engine, shared with its requests in flight.
 struct Local {
-    /// This context's face of the threads engine: fallbacks, and files that are not regular.
-    pool: ThreadsEngine,
+    /// The user-space path: fallbacks, and files that are not regular.
+    user_space: UserSpace,
     /// Kernel polls in flight, the only kernel requests `io_cancel` can stop. The reaper
     /// removes an entry before it frees the `Op`, so a canceller holding this lock may pass
     /// the entry's iocb address to the kernel.
-    polls: Mutex<Vec<PollEntry>>,
+    polls: Mutex<Pending<PollEntry>>,
+    /// Iocbs held back while their submitter is plugged (see `engine::plugged`), with the
+    /// kernel context each reserved; all go in one `io_submit` at `flush`. Tokens of
+    /// leaked `Op`s.
+    plugged: Mutex<Vec<u64>>,
 }
 
 struct PollEntry {
@@ -298,38 +297,43 @@ struct PollEntry {
     cancelled: bool,
 }
 
+impl Keyed for PollEntry {
+    fn cancel_key(&self) -> Option<u64> {
+        (!self.cancelled).then_some(self.key)
+    }
+}
+
 impl Local {
     /// Re-issues a request on the thread pool, counted as a fallback.
     fn fall_back(&self, request: Inflight) {
         request.count_fallback();
-        self.pool.enqueue(request);
+        self.user_space.run_on_worker(request);
     }
 
     /// Removes a poll that has completed; whether it had been cancelled.
-    fn forget_poll(&self, iocb_addr: u64) -> bool {
-        let mut polls = lock(&self.polls);
-        match polls.iter().position(|p| p.iocb_addr == iocb_addr) {
-            Some(at) => polls.swap_remove(at).cancelled,
-            None => false,
-        }
+    fn forget_poll(&self, poll_id: Option<u64>) -> bool {
+        poll_id
+            .and_then(|id| lock(&self.polls).remove(id))
+            .is_some_and(|poll| poll.cancelled)
     }
 
     /// Cancels the kernel polls `matches` selects (at most `limit`); returns how many will
     /// deliver their event (cancelled, or fired just before).
     fn cancel_polls(&self, matches: impl Fn(u64) -> bool, limit: usize) -> usize {
         let mut polls = lock(&self.polls);
-        let mut count = 0;
-        for poll in polls.iter_mut().filter(|p| !p.cancelled && matches(p.key)) {
-            if count == limit {
-                break;
-            }
+        let chosen = polls.select(matches, |_| true, limit);
+        for &id in &chosen {
+            let Some(poll) = polls.get_mut(id) else {
+                continue;
+            };
             poll.cancelled = true;
             // Either the kernel cancels it (EINPROGRESS) or it already fired (EINVAL): in
             // both cases its event is on the way.
-            io_cancel(poll.kernel_id, poll.iocb_addr);
-            count += 1;
+            // SAFETY: the entry's iocb lives in an `Op` the reaper frees only after it has
+            // removed the entry, which it cannot do while this lock is held.
+            let _ = unsafe { io_cancel(poll.kernel_id, poll.iocb_addr as *mut Iocb) };
         }
-        count
+        chosen.len()
     }
 }
 
@@ -345,8 +349,9 @@ impl KaioEngine {
         kernel_context(0)?;
         Ok(KaioEngine {
             local: Arc::new(Local {
-                pool: ThreadsEngine::new(core),
-                polls: Mutex::new(Vec::new()),
+                user_space: UserSpace::new(core),
+                polls: Mutex::new(Pending::default()),
+                plugged: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -357,26 +362,57 @@ impl KaioEngine {
         };
         let is_poll = request.request.opcode == Opcode::Poll;
         let key = request.request.key();
-        let op = Box::into_raw(Box::new(Op::new(request, &self.local, kernel)));
-        // SAFETY: `op` is the live box we just leaked; nothing else knows of it yet.
-        let iocb = unsafe {
-            (*op).iocb.aio_data = op as u64;
-            std::ptr::addr_of_mut!((*op).iocb)
-        };
+        let mut op = Box::new(Op::new(request, &self.local, kernel));
         if is_poll {
-            lock(&self.local.polls).push(PollEntry {
-                iocb_addr: iocb as u64,
+            op.poll_id = Some(lock(&self.local.polls).insert(PollEntry {
+                iocb_addr: std::ptr::addr_of!(op.iocb) as u64,
                 kernel_id: kernel.id,
                 key,
                 cancelled: false,
-            });
+            }));
         }
-        if let Err(error) = io_submit(kernel.id, iocb) {
-            // SAFETY: the kernel refused the iocb, so no event will name it: the box is ours
-            // again.
-            let op = unsafe { Box::from_raw(op) };
-            kernel.release();
-            self.refused(op, iocb as u64, error);
+        let token = lend_to_kernel(op, |op, token| op.iocb.aio_data = token);
+        if plugged(self) {
+            lock(&self.local.plugged).push(token);
+        } else {
+            self.submit_tokens(&[token]);
+        }
+    }
+
+    /// Hands the kernel the iocbs of these lent ops: one `io_submit` per run of ops on the
+    /// same kernel context, again from the first refused one after its error is taken.
+    fn submit_tokens(&self, tokens: &[u64]) {
+        let mut rest = tokens;
+        while let Some(&first) = rest.first() {
+            // SAFETY: every token is of an `Op` lent and not yet taken back; only reading
+            // which kernel context it reserved, and its iocb's address.
+            let kernel_of = |token: u64| unsafe { (*(token as *const Op)).kernel };
+            let iocb_of = |token: u64| {
+                // SAFETY: as above.
+                unsafe { std::ptr::addr_of_mut!((*(token as *mut Op)).iocb) }
+            };
+            let kernel = kernel_of(first);
+            let run = rest
+                .iter()
+                .take_while(|&&t| std::ptr::eq(kernel_of(t), kernel))
+                .count();
+            let iocbs: Vec<*mut Iocb> = rest[..run].iter().map(|&t| iocb_of(t)).collect();
+            // SAFETY: each iocb, and the buffers and iovecs it names, live in a lent `Op`,
+            // freed only once its event is reaped (or below, if the kernel refuses it).
+            match unsafe { io_submit(kernel.id, &iocbs) } {
+                Ok(accepted) if accepted > 0 => rest = &rest[accepted..],
+                result => {
+                    let error = result
+                        .err()
+                        .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EAGAIN));
+                    // SAFETY: the kernel refused this iocb, so no event will name it: the
+                    // op is ours again.
+                    let op = unsafe { take_back::<Op>(first) };
+                    kernel.release();
+                    self.refused(op, error);
+                    rest = &rest[1..];
+                }
+            }
         }
     }
 
@@ -391,13 +427,13 @@ impl KaioEngine {
 
     /// A request `io_submit` refused: to the pool if the kernel had no room, else its error
     /// as the event (as the threads engine reports, say, fsync on a pipe).
-    fn refused(&self, op: Box<Op>, iocb_addr: u64, error: io::Error) {
+    fn refused(&self, op: Box<Op>, error: io::Error) {
         let errno = error.raw_os_error().unwrap_or(libc::EIO);
         if errno == libc::EAGAIN {
-            let request = op.discard(iocb_addr);
+            let request = op.discard();
             self.overflow(request);
         } else {
-            op.finish(iocb_addr, -(errno as i64));
+            op.finish(-(errno as i64));
         }
     }
 
@@ -405,7 +441,7 @@ impl KaioEngine {
     /// it (its poller for a poll), counted as a fallback.
     fn overflow(&self, request: Inflight) {
         request.count_fallback();
-        if let Err((request, error)) = self.local.pool.start(request) {
+        if let Err((request, error)) = self.local.user_space.start_in_user_space(request) {
             request.complete(-(error.raw_os_error().unwrap_or(libc::EIO) as i64));
         }
     }
@@ -435,15 +471,24 @@ impl Engine for KaioEngine {
             _ if r.mode.direct && (r.mode.regular || r.mode.block_device) => {
                 self.submit_to_kernel(request)
             }
-            _ if !r.mode.regular => return self.local.pool.start(request),
+            _ if !r.mode.regular => return self.local.user_space.start_in_user_space(request),
             _ if r.rw_flags.contains(RwFlags::NOWAIT) => self.submit_to_kernel(request),
             _ => self.try_inline(request),
         }
         Ok(())
     }
 
+    /// The batch is complete: its iocbs go to the kernel together (the lent descriptors
+    /// are still open: the submit call has not returned).
+    fn flush(&self) {
+        let tokens = std::mem::take(&mut *lock(&self.local.plugged));
+        if !tokens.is_empty() {
+            self.submit_tokens(&tokens);
+        }
+    }
+
     fn cancel(&self, obj: u64) -> io::Result<()> {
-        self.local.pool.cancel(obj).or_else(|error| {
+        self.local.user_space.cancel(obj).or_else(|error| {
             if self.local.cancel_polls(|key| key == obj, 1) > 0 {
                 Ok(())
             } else {
@@ -453,71 +498,7 @@ impl Engine for KaioEngine {
     }
 
     fn cancel_all(&self) {
-        self.local.pool.cancel_all();
+        self.local.user_space.cancel_all();
         self.local.cancel_polls(|_| true, usize::MAX);
     }
-}
-
-fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// A kernel AIO context for `nr_events` requests.
-fn io_setup(nr_events: u32) -> io::Result<u64> {
-    let mut id: u64 = 0;
-    // SAFETY: the kernel writes the new context's id into `id`, a live local that starts at
-    // zero as io_setup requires.
-    check(unsafe { libc::syscall(abi::SYS_IO_SETUP, nr_events, &mut id as *mut u64) })?;
-    Ok(id)
-}
-
-fn io_destroy(id: u64) {
-    // SAFETY: destroys a context this module opened and never used elsewhere.
-    unsafe { libc::syscall(abi::SYS_IO_DESTROY, id) };
-}
-
-/// Submits one iocb.
-fn io_submit(id: u64, iocb: *mut Iocb) -> io::Result<()> {
-    let list = [iocb];
-    // SAFETY: `list` is a live one-element array; the iocb it points to, and the buffers and
-    // iovecs the iocb names, live in an `Op` kept until the iocb's event is reaped.
-    check(unsafe { libc::syscall(abi::SYS_IO_SUBMIT, id, 1 as libc::c_long, list.as_ptr()) })
-        .map(drop)
-}
-
-/// Takes up to `events.len()` events, waiting without limit for at least `min`.
-fn io_getevents(id: u64, min: usize, events: &mut [IoEvent]) -> io::Result<usize> {
-    // SAFETY: the kernel writes at most `events.len()` events into the caller's slice; the
-    // timeout is null (no limit).
-    let ret = unsafe {
-        libc::syscall(
-            abi::SYS_IO_GETEVENTS,
-            id,
-            min as libc::c_long,
-            events.len() as libc::c_long,
-            events.as_mut_ptr(),
-            std::ptr::null::<libc::timespec>(),
-        )
-    };
-    check(ret).map(|n| n as usize)
-}
-
-/// Asks the kernel to cancel the request whose iocb is at `iocb_addr`.
-fn io_cancel(id: u64, iocb_addr: u64) {
-    let mut result = IoEvent::default();
-    // SAFETY: `iocb_addr` is the iocb of an `Op` the caller keeps alive for the call (its
-    // poll entry is held under the lock); the kernel reads its `aio_key` and may write
-    // `result`, a live local.
-    unsafe {
-        libc::syscall(
-            abi::SYS_IO_CANCEL,
-            id,
-            iocb_addr as *mut Iocb,
-            &mut result as *mut IoEvent,
-        )
-    };
 }

@@ -15,13 +15,16 @@ use std::os::fd::BorrowedFd;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::buf::Buffers;
 use crate::core::{Core, Inflight};
 use crate::request::RwFlags;
 
 mod blocking;
 mod inline;
 pub mod kaio;
+mod pending;
 mod poller;
+mod pool;
 pub mod sim;
 pub mod threads;
 mod uring;
@@ -127,6 +130,7 @@ pub(crate) fn cancel_queued_or_poll(
     }
 }
 
+<<<<<<< HEAD
 /// What a forked child's copy of a parent's context holds in place of the parent's engine,
 /// which it leaks (see `Drop for Context`): it refuses everything.
 pub(crate) struct Detached;
@@ -149,6 +153,53 @@ impl Engine for Detached {
     }
 
     fn cancel_all(&self) {}
+=======
+/// The iovecs of the bytes `window` of a request's buffers (all of them: `0..usize::MAX`),
+/// for the vectored syscalls and the kernel-facing engines. A segment wholly before the
+/// window is left out; an empty one inside it is kept.
+pub(crate) fn iovecs_of(buffers: &mut Buffers, window: std::ops::Range<usize>) -> Vec<libc::iovec> {
+    let mut skip = window.start;
+    let mut left = window.end.saturating_sub(window.start);
+    buffers
+        .segments()
+        .into_iter()
+        .filter_map(|(base, len)| {
+            let skipped = skip.min(len);
+            skip -= skipped;
+            if skipped == len && len > 0 {
+                return None;
+            }
+            let len = (len - skipped).min(left);
+            left -= len;
+            Some(libc::iovec {
+                // Within the segment: `skipped` is at most its length.
+                iov_base: base.wrapping_add(skipped).cast(),
+                iov_len: len,
+            })
+        })
+        .collect()
+}
+
+/// Lends a boxed value to the kernel under a token, its address (an iocb's `aio_data`, an
+/// SQE's `user_data`), which `stamp` writes into the value itself before anything else
+/// knows of it. The value lives until [`take_back`] is called with the token, once.
+pub(crate) fn lend_to_kernel<T>(value: Box<T>, stamp: impl FnOnce(&mut T, u64)) -> u64 {
+    let raw = Box::into_raw(value);
+    let token = raw as u64;
+    // SAFETY: `raw` is the live box just leaked; nothing else knows of it yet.
+    stamp(unsafe { &mut *raw }, token);
+    token
+}
+
+/// Takes back the value lent under `token`.
+///
+/// # Safety
+/// `token` came from [`lend_to_kernel`] for a `T` and is taken back at most once (the
+/// kernel reports each iocb or SQE in one event, reaped once; or it refused it).
+pub(crate) unsafe fn take_back<T>(token: u64) -> Box<T> {
+    // SAFETY: the caller's promise: a live box leaked by `lend_to_kernel`, taken once.
+    unsafe { Box::from_raw(token as *mut T) }
+>>>>>>> h-tool
 }
 
 /// The engines, by name (`AIOCTX_ENGINE`, `--engine`).

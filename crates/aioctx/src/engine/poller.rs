@@ -24,19 +24,19 @@
 //! where a transfer already running cannot be stopped (it waits again only if another
 //! reader takes the data first, or a write is larger than the room there was).
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::blocking::perform_rest;
 use super::complete_cancelled;
+use super::pending::{Keyed, Pending};
 use crate::core::{Core, Inflight};
 use crate::request::{Request, RwFlags};
 use crate::sync::lock;
-use crate::sys::fd;
+use crate::sys::{fd, fork};
 
 pub(crate) struct Poller {
     waiting: Mutex<Waiting>,
@@ -46,10 +46,9 @@ pub(crate) struct Poller {
 
 #[derive(Default)]
 struct Waiting {
-    next_id: u64,
-    /// By id, which is arrival order: requests on one file ready at once go in the order
-    /// they were submitted, and a write cut short keeps its place ahead of later ones.
-    entries: BTreeMap<u64, Entry>,
+    /// In arrival order: requests on one file ready at once go in the order they were
+    /// submitted, and a write cut short keeps its place ahead of later ones.
+    entries: Pending<Entry>,
     /// Whether this process has a poll thread (a forked child starts without one).
     thread_running: bool,
 }
@@ -118,6 +117,17 @@ impl Entry {
     }
 }
 
+impl Keyed for Entry {
+    /// A request already cancelled while out on the poll thread is not cancelled again.
+    fn cancel_key(&self) -> Option<u64> {
+        if self.cancelled {
+            None
+        } else {
+            self.key()
+        }
+    }
+}
+
 /// The process's poller; its thread starts with the first request that waits.
 pub(crate) fn poller() -> io::Result<&'static Poller> {
     static POLLER: OnceLock<io::Result<&'static Poller>> = OnceLock::new();
@@ -127,14 +137,8 @@ pub(crate) fn poller() -> io::Result<&'static Poller> {
                 waiting: Mutex::new(Waiting::default()),
                 wake: fd::eventfd()?,
             }));
-            // SAFETY: the handlers are plain functions that live as long as the process.
-            unsafe {
-                libc::pthread_atfork(
-                    Some(poller_before_fork),
-                    Some(poller_after_fork_in_parent),
-                    Some(poller_after_fork_in_child),
-                )
-            };
+            fork::hold_across_fork(&poller.waiting, forget_parents_waiting);
+            fork::on_fork_in_child(own_wake_eventfd);
             Ok(poller)
         })
         .as_ref()
@@ -277,35 +281,16 @@ fn reopen_nonblocking(request: &Request) -> Option<File> {
         .ok()
 }
 
-thread_local! {
-    /// The poller's lock, held by the forking thread across `fork()`, so that the child
-    /// never inherits it locked by a thread that does not exist there.
-    static HELD_ACROSS_FORK: std::cell::RefCell<Option<MutexGuard<'static, Waiting>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-extern "C" fn poller_before_fork() {
-    if let Ok(poller) = poller() {
-        let waiting = lock(&poller.waiting);
-        HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(waiting));
-    }
-}
-
-extern "C" fn poller_after_fork_in_parent() {
-    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
-}
-
 /// The child has no poll thread, and the waiting requests belong to the parent's contexts,
-/// dead in the child: they are leaked, never completed. The wake eventfd is shared with
-/// the parent, so the child gets its own under the same number (else its poll thread would
-/// swallow the parent's wake-ups).
-extern "C" fn poller_after_fork_in_child() {
-    HELD_ACROSS_FORK.with(|held| {
-        if let Some(mut waiting) = held.borrow_mut().take() {
-            std::mem::forget(std::mem::take(&mut waiting.entries));
-            waiting.thread_running = false;
-        }
-    });
+/// dead in the child: they are leaked, never completed.
+fn forget_parents_waiting(waiting: &mut Waiting) {
+    waiting.entries.forget_all();
+    waiting.thread_running = false;
+}
+
+/// The wake eventfd is shared with the parent, so the child gets its own under the same
+/// number (else its poll thread would swallow the parent's wake-ups).
+fn own_wake_eventfd() {
     if let Ok(poller) = poller() {
         let _ = fd::replace_with_new_eventfd(poller.wake.as_fd());
     }
@@ -325,14 +310,11 @@ impl Poller {
             }
             waiting.thread_running = true;
         }
-        let id = waiting.next_id;
-        waiting.next_id += 1;
-        let entry = Entry {
+        waiting.entries.insert(Entry {
             request: Some(request),
             then,
             cancelled: false,
-        };
-        waiting.entries.insert(id, entry);
+        });
         drop(waiting);
         fd::eventfd_signal(self.wake.as_fd(), 1);
         Ok(())
@@ -350,23 +332,18 @@ impl Poller {
         let mut count = 0;
         let cancelled: Vec<(Inflight, i64)> = {
             let mut waiting = lock(&self.waiting);
-            let chosen: Vec<u64> = waiting
+            let chosen = waiting
                 .entries
-                .iter()
-                .filter(|(_, e)| !e.cancelled && e.belongs_to(core))
-                .filter(|(_, e)| e.key().is_some_and(&matches))
-                .map(|(id, _)| *id)
-                .take(limit)
-                .collect();
+                .select(matches, |e| e.belongs_to(core), limit);
             count += chosen.len();
             let mut taken = Vec::new();
             for id in chosen {
-                let Some(entry) = waiting.entries.get_mut(&id) else {
+                let Some(entry) = waiting.entries.get_mut(id) else {
                     continue;
                 };
                 if entry.request.is_none() {
                     entry.cancelled = true;
-                } else if let Some(mut entry) = waiting.entries.remove(&id) {
+                } else if let Some(mut entry) = waiting.entries.remove(id) {
                     let result = entry.cancelled_result();
                     taken.extend(entry.request.take().map(|r| (r, result)));
                 }
@@ -403,7 +380,11 @@ impl Poller {
                         _ if r.opcode.is_read() => libc::POLLIN,
                         _ => libc::POLLOUT,
                     };
+<<<<<<< HEAD
                     r.file.as_ref().map(|f| (*id, f.as_raw_fd(), events))
+=======
+                    r.file.clone().map(|f| (id, f, events))
+>>>>>>> h-tool
                 })
                 .collect();
             let mut pollfds: Vec<libc::pollfd> =
@@ -440,7 +421,7 @@ impl Poller {
     /// after all and waits again.
     fn advance(&self, id: u64, mask: i16) -> bool {
         let mut waiting = lock(&self.waiting);
-        let transfer = match waiting.entries.get_mut(&id) {
+        let transfer = match waiting.entries.get_mut(id) {
             Some(Entry {
                 request: request @ Some(_),
                 then: Then::Transfer(transfer),
@@ -450,7 +431,7 @@ impl Poller {
             Some(_) => None,
         };
         let Some((mut request, transfer)) = transfer else {
-            let Some(entry) = waiting.entries.remove(&id) else {
+            let Some(entry) = waiting.entries.remove(id) else {
                 return true;
             };
             drop(waiting);
@@ -475,7 +456,7 @@ impl Poller {
     fn settle(&self, id: u64, request: Inflight, res: i64) {
         let mut waiting = lock(&self.waiting);
         // Only this thread removes an entry whose request is out.
-        let Some(entry) = waiting.entries.get_mut(&id) else {
+        let Some(entry) = waiting.entries.get_mut(id) else {
             drop(waiting);
             return request.complete(res);
         };
@@ -491,7 +472,7 @@ impl Poller {
                 return;
             }
         };
-        waiting.entries.remove(&id);
+        waiting.entries.remove(id);
         drop(waiting);
         request.complete(result);
     }

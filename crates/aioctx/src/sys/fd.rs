@@ -5,13 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
+use super::check;
 
 /// A nonblocking, close-on-exec eventfd.
 pub fn eventfd() -> io::Result<File> {
@@ -160,12 +154,10 @@ pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
 /// not available (seccomp, kernels without it): callers then treat the number as new.
 pub fn names_same_file(raw: RawFd, file: BorrowedFd<'_>) -> bool {
     const KCMP_FILE: libc::c_int = 0;
-    // SAFETY: getpid has no preconditions; kcmp compares two descriptor numbers of this
-    // process and reads no memory. An invalid number is EBADF, not a fault.
-    let ret = unsafe {
-        let pid = libc::getpid();
-        libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, raw, file.as_raw_fd())
-    };
+    let pid = super::fork::pid();
+    // SAFETY: kcmp compares two descriptor numbers of this process and reads no memory. An
+    // invalid number is EBADF, not a fault.
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, raw, file.as_raw_fd()) };
     ret == 0
 }
 

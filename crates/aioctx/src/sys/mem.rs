@@ -301,7 +301,7 @@ fn read_own_memory(addr: usize) -> Result<u64, i32> {
     };
     // SAFETY: `local` is 8 bytes of a live local; the kernel checks `remote` and fails
     // instead of faulting.
-    let done = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let done = unsafe { libc::process_vm_readv(super::fork::pid(), &local, 1, &remote, 1, 0) };
     match done {
         8 => Ok(value),
         -1 => Err(io::Error::last_os_error()

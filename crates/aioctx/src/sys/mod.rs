@@ -1,7 +1,22 @@
-//! The raw edge of the library: kernel byte layouts, memory the engines write into, and the
-//! file-descriptor syscalls. The only module (with the engines) that holds `unsafe` code.
+//! The raw edge of the library: kernel byte layouts, memory the engines write into, the
+//! file-descriptor and AIO syscalls, fork handling, and the few host calls the command
+//! needs. The only module (with the engines) that holds `unsafe` code.
+
+use std::io;
 
 pub mod abi;
+pub mod aio;
 pub mod fd;
-pub(crate) mod fork;
+#[doc(hidden)]
+pub mod fork;
+pub mod host;
 pub mod mem;
+
+/// A raw syscall's result: the value, or the `errno` it left as an error.
+pub(crate) fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
