@@ -130,7 +130,6 @@ pub(crate) fn cancel_queued_or_poll(
     }
 }
 
-<<<<<<< HEAD
 /// What a forked child's copy of a parent's context holds in place of the parent's engine,
 /// which it leaks (see `Drop for Context`): it refuses everything.
 pub(crate) struct Detached;
@@ -153,7 +152,8 @@ impl Engine for Detached {
     }
 
     fn cancel_all(&self) {}
-=======
+}
+
 /// The iovecs of the bytes `window` of a request's buffers (all of them: `0..usize::MAX`),
 /// for the vectored syscalls and the kernel-facing engines. A segment wholly before the
 /// window is left out; an empty one inside it is kept.
@@ -199,7 +199,6 @@ pub(crate) fn lend_to_kernel<T>(value: Box<T>, stamp: impl FnOnce(&mut T, u64)) 
 pub(crate) unsafe fn take_back<T>(token: u64) -> Box<T> {
     // SAFETY: the caller's promise: a live box leaked by `lend_to_kernel`, taken once.
     unsafe { Box::from_raw(token as *mut T) }
->>>>>>> h-tool
 }
 
 /// The engines, by name (`AIOCTX_ENGINE`, `--engine`).

@@ -380,11 +380,7 @@ impl Poller {
                         _ if r.opcode.is_read() => libc::POLLIN,
                         _ => libc::POLLOUT,
                     };
-<<<<<<< HEAD
-                    r.file.as_ref().map(|f| (*id, f.as_raw_fd(), events))
-=======
-                    r.file.clone().map(|f| (id, f, events))
->>>>>>> h-tool
+                    r.file.as_ref().map(|f| (id, f.as_raw_fd(), events))
                 })
                 .collect();
             let mut pollfds: Vec<libc::pollfd> =
