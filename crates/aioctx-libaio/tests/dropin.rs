@@ -415,6 +415,50 @@ fn faults_from_outside_leave_the_contract_standing() {
     run_c("faults");
 }
 
+/// Engines the C stress leaves out for now, each with why; the test names them so that
+/// nothing else can be left out. uring: the double free in its completion path that
+/// crates/aioctx/tests/stress.rs lists as known to crash (being fixed in engine/uring.rs);
+/// `AIOCTX_ENGINE=uring target/.../c/stress` over the drop-in runs it by hand.
+const C_STRESS_LEAVES_OUT: [&str; 1] = ["uring"];
+
+/// Issue 12's stress through the C ABI, the invariants of tests/stress.rs: one event per
+/// accepted iocb or none if destroy discarded it, never two; none for a refused one; reads
+/// hold the file's bytes, writes are on disk; no event, no accepted submit and no write into
+/// memory after destroy returned; one destroyer gets 0, the others -EINVAL; no descriptor of
+/// the round's files held after destroy. `AIOCTX_STRESS_SECONDS` per engine (default 5; CI's
+/// budget is about 20 s per engine for both stresses); on the simulator with EIO, ENOSPC and
+/// short transfers injected.
+#[test]
+fn stress_keeps_every_invariant_on_every_engine() {
+    let binary = c_program("stress");
+    let seconds = std::env::var("AIOCTX_STRESS_SECONDS").unwrap_or_else(|_| "5".into());
+    for engine in engines() {
+        if C_STRESS_LEAVES_OUT.contains(&engine) {
+            continue;
+        }
+        let out = on_dropin(binary.to_str().expect("utf-8 path"), engine)
+            .env("AIOCTX_STRESS_SECONDS", &seconds)
+            .env("AIOCTX_SIM", "seed=12,eio=0.01,enospc=0.01,short=0.01")
+            .output()
+            .expect("run the C stress");
+        let report = text(&out);
+        assert!(out.status.success(), "stress on {engine}: {report}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("libaio: {}", dropin().display())),
+            "stress on {engine} was not served by the drop-in: {report}"
+        );
+        let summary = stdout
+            .lines()
+            .find(|l| l.starts_with("stress "))
+            .unwrap_or("");
+        println!("{summary}");
+        for zero in ["0 duplicates", "0 late writes", "0 violations"] {
+            assert!(summary.contains(zero), "stress on {engine}: {summary}");
+        }
+    }
+}
+
 /// Every C program but `badptr`, which hands I/O syscalls unmapped buffers on purpose
 /// (the kernel's `-EFAULT` in the event is what it checks, and valgrind reports exactly those
 /// syscalls); its bad pointers to the calls themselves never reach a syscall valgrind checks.

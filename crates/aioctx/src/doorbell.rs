@@ -9,6 +9,9 @@
 //! and condvar per waiter stand in for the eventfd, so the protocol itself can be
 //! model-checked.
 
+// Pure logic over the sync primitives: the raw edges live in `sys/`.
+#![deny(unsafe_code)]
+
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;

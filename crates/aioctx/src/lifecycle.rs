@@ -12,6 +12,9 @@
 //! needs a gate of its own. Unlike the kernel, every concurrent destroyer waits, not only the
 //! first.
 
+// Pure logic over the sync primitives: the raw edges live in `sys/`.
+#![deny(unsafe_code)]
+
 use std::sync::atomic::Ordering;
 
 use crate::doorbell::Doorbell;

@@ -9,7 +9,7 @@
 //!
 //! Queued requests and everything waiting in the poller can be cancelled; a request a
 //! worker is running cannot, and destroy waits for it. The kernel-AIO engine sends here
-//! what the kernel would run inside `io_submit` ([`start_in_user_space`]).
+//! what the kernel would run inside `io_submit` (`UserSpace::start_in_user_space`).
 
 use std::io;
 use std::sync::Arc;
