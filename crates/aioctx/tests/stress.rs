@@ -805,12 +805,13 @@ fn stress_sim() {
     stress(EngineKind::Sim);
 }
 
+#[test]
+fn stress_uring() {
+    stress(EngineKind::Uring);
+}
+
 /// Engines this suite crashes today, each with what it found; nothing else may be left out.
-/// uring: a double free of a request's `Op` in the engine's completion path (`finish`,
-/// reached from `take_all`), within seconds of this stress, found when the suite was first
-/// run on the merged engines; not fixed yet. `fn stress_uring() { stress(EngineKind::Uring) }`
-/// reproduces it.
-const KNOWN_TO_CRASH: [EngineKind; 1] = [EngineKind::Uring];
+const KNOWN_TO_CRASH: [EngineKind; 0] = [];
 
 #[test]
 fn every_engine_is_stressed() {

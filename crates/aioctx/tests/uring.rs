@@ -512,3 +512,96 @@ fn polls_firing_beyond_the_completion_queue_are_all_reaped_by_get_events() {
     }
     assert_eq!(reaped, POLLS, "every poll's event was delivered");
 }
+
+/// Regression (stress crash: double frees of requests): the check whether a batch left
+/// SQEs to hand in wrote its snapshot of the SQ tail back after it had let go of the
+/// submission lock, so with batches submitted from several threads the tail went behind
+/// the kernel's head: SQEs pushed in between were never handed in, and the next enter ran
+/// old ones again, completing freed requests a second time. Each request must complete
+/// exactly once (a request that never does stops the test after `STUCK` without progress).
+#[test]
+fn batches_submitted_from_many_threads_complete_each_request_once() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    const SUBMITTERS: u64 = 4;
+    const BATCHES: u64 = 20_000;
+    const STUCK: Duration = Duration::from_secs(30);
+    let ctx = uring(256);
+    let seen: Mutex<HashMap<u64, u32>> = Mutex::new(HashMap::new());
+    let accepted = AtomicU64::new(0);
+    let submitting = AtomicBool::new(true);
+    let stuck = AtomicBool::new(false);
+    let last_event = Mutex::new(Instant::now());
+    let reap = || {
+        let events = ctx
+            .get_events(1, 64, Some(Duration::from_millis(5)))
+            .unwrap();
+        if events.is_empty() {
+            if last_event.lock().unwrap().elapsed() > STUCK {
+                stuck.store(true, Ordering::SeqCst);
+            }
+            return;
+        }
+        *last_event.lock().unwrap() = Instant::now();
+        let mut seen = seen.lock().unwrap();
+        for event in events {
+            *seen.entry(event.data).or_insert(0) += 1;
+        }
+    };
+    std::thread::scope(|s| {
+        let submitters: Vec<_> = (0..SUBMITTERS)
+            .map(|t| {
+                let (ctx, accepted, stuck) = (&ctx, &accepted, &stuck);
+                s.spawn(move || {
+                    for b in 0..BATCHES {
+                        let tag = (t * BATCHES + b) * 4;
+                        let mut batch: Vec<Request> = (0..1 + b % 4)
+                            .map(|i| Request::noop().data(tag + i))
+                            .collect();
+                        while !batch.is_empty() && !stuck.load(Ordering::SeqCst) {
+                            match ctx.submit(&mut batch) {
+                                Ok(n) => {
+                                    accepted.fetch_add(n as u64, Ordering::Relaxed);
+                                }
+                                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                                    std::thread::yield_now()
+                                }
+                                Err(e) => panic!("submit: {e}"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let reaper = s.spawn(|| {
+            while submitting.load(Ordering::SeqCst) && !stuck.load(Ordering::SeqCst) {
+                reap();
+            }
+        });
+        for submitter in submitters {
+            submitter.join().unwrap();
+        }
+        submitting.store(false, Ordering::SeqCst);
+        reaper.join().unwrap();
+    });
+    while (seen.lock().unwrap().len() as u64) < accepted.load(Ordering::Relaxed)
+        && !stuck.load(Ordering::SeqCst)
+    {
+        reap();
+    }
+    let seen = seen.into_inner().unwrap();
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "requests with more than one event: {twice:?}"
+    );
+    assert_eq!(
+        seen.len() as u64,
+        accepted.load(Ordering::Relaxed),
+        "accepted requests that never completed"
+    );
+    assert_eq!(ctx.in_flight(), 0);
+}

@@ -32,6 +32,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+
+mod raw;
+use raw::{CqConsumer, RawRing, SqProducer, IORING_ENTER_GETEVENTS};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
@@ -110,6 +113,8 @@ struct Submission {
     in_kernel: HashMap<u64, Registered>,
     /// Set by `cancel_all`: the context is dying and starts nothing more.
     closed: bool,
+    /// The only writer of the submission queue's tail.
+    sq: SqProducer,
 }
 
 /// CQEs taken off the queue, not yet handed to their requests.
@@ -133,11 +138,11 @@ impl Batch {
 
 /// The ring and everything the submitters, the reaper and the engine share.
 struct Ring {
-    uring: IoUring,
+    raw: RawRing,
     /// Serialises producers of the submission queue and guards `in_kernel`.
     submission: Mutex<Submission>,
-    /// Serialises consumers of the completion queue.
-    completion: Mutex<()>,
+    /// The only consumer of the completion queue.
+    completion: Mutex<CqConsumer>,
     /// SQEs pushed whose CQE was not yet taken (requests and cancels). Incremented under
     /// the submission lock, decremented under the completion lock; the reaper waits in
     /// the kernel while it is nonzero and parks when it is zero.
@@ -162,18 +167,15 @@ impl Ring {
         let sq_entries = capacity.clamp(8, MAX_SQ_ENTRIES);
         // Every request in flight may have a CQE waiting, plus one for each cancel.
         let cq_entries = capacity.saturating_mul(2).max(2 * sq_entries);
-        let uring = IoUring::builder()
-            .dontfork()
-            .setup_clamp()
-            .setup_cqsize(cq_entries)
-            .build(sq_entries)?;
+        let (raw, sq, cq) = RawRing::new(sq_entries, cq_entries)?;
         Ok(Ring {
-            uring,
+            raw,
             submission: Mutex::new(Submission {
                 in_kernel: HashMap::new(),
                 closed: false,
+                sq,
             }),
-            completion: Mutex::new(()),
+            completion: Mutex::new(cq),
             pending: AtomicUsize::new(0),
             parked: AtomicBool::new(false),
             shutdown: Mutex::new(false),
@@ -198,25 +200,20 @@ impl Ring {
 
     /// Whether no SQE waits in the submission queue for an enter.
     fn sq_is_empty(&self) -> bool {
-        let _sub = lock(&self.submission);
-        // SAFETY: the submission lock makes this the only user of the submission queue.
-        unsafe { self.uring.submission_shared() }.is_empty()
+        self.raw.queued(&lock(&self.submission).sq) == 0
     }
 
     /// Queues one SQE without entering the kernel, unless the queue is full.
     ///
     /// # Safety
     /// As for `submit`.
-    unsafe fn push(&self, _sub: &mut MutexGuard<'_, Submission>, entry: &squeue::Entry) {
+    unsafe fn push(&self, sub: &mut MutexGuard<'_, Submission>, entry: &squeue::Entry) {
         loop {
-            // SAFETY: the submission lock (`_sub`) makes this the only producer.
-            let mut sq = unsafe { self.uring.submission_shared() };
             // SAFETY: the caller keeps the entry's memory valid until its CQE.
-            if unsafe { sq.push(entry) }.is_ok() {
+            if unsafe { self.raw.push(&mut sub.sq, entry) } {
                 self.pending.fetch_add(1, Ordering::SeqCst);
                 return;
             }
-            drop(sq);
             self.enter_submit();
         }
     }
@@ -226,7 +223,7 @@ impl Ring {
     /// and `EINTR` are retried after the completion queue is drained by its reaper.
     fn enter_submit(&self) {
         loop {
-            match self.uring.submit() {
+            match self.raw.submit() {
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
@@ -242,17 +239,18 @@ impl Ring {
     }
 
     /// Takes up to a batch of CQEs; the caller holds the completion lock.
-    fn drain(&self, _cq: &MutexGuard<'_, ()>, batch: &mut Batch) {
-        // SAFETY: the completion lock (`_cq`) makes this the only consumer.
-        let mut cq = unsafe { self.uring.completion_shared() };
+    fn drain(&self, cq: &mut MutexGuard<'_, CqConsumer>, batch: &mut Batch) {
         batch.len = 0;
-        for cqe in cq.by_ref().take(BATCH) {
-            batch.entries[batch.len] = (cqe.user_data(), cqe.result());
+        while batch.len < BATCH {
+            let Some(taken) = self.raw.pop(cq) else {
+                break;
+            };
+            batch.entries[batch.len] = taken;
             batch.len += 1;
         }
         // Publishes the new head before the count drops, so that a reaper which sees
         // nothing pending sees no CQE either.
-        drop(cq);
+        self.raw.release(cq);
         self.pending.fetch_sub(batch.len, Ordering::SeqCst);
     }
 
@@ -260,12 +258,12 @@ impl Ring {
     /// under the submission lock the caller holds.
     fn take_ready(&self, sub: &mut MutexGuard<'_, Submission>, batch: &mut Batch) {
         batch.len = 0;
-        let cq = match self.completion.try_lock() {
+        let mut cq = match self.completion.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return,
         };
-        self.drain(&cq, batch);
+        self.drain(&mut cq, batch);
         drop(cq);
         self.unregister(sub, batch);
     }
@@ -305,22 +303,15 @@ impl Ring {
 
     /// Waits in the kernel for CQEs, takes them all, and completes their requests.
     fn reap(&self, batch: &mut Batch) {
-        // SAFETY: io_uring_enter with no SQEs to submit and no argument: it only waits.
-        let _ = unsafe {
-            self.uring.submitter().enter::<libc::sigset_t>(
-                0,
-                1,
-                io_uring::EnterFlags::GETEVENTS.bits(),
-                None,
-            )
-        };
+        // No SQEs to submit: it only waits.
+        let _ = self.raw.enter(0, 1, IORING_ENTER_GETEVENTS);
         self.take_all(batch);
     }
 
     /// Takes every CQE there is and completes its request, on the calling thread.
     fn take_all(&self, batch: &mut Batch) {
         loop {
-            self.drain(&lock(&self.completion), batch);
+            self.drain(&mut lock(&self.completion), batch);
             if batch.len == 0 {
                 return;
             }
@@ -637,7 +628,7 @@ impl Engine for UringEngine {
 
     /// The ring's fd polls readable while CQEs wait in its completion queue.
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.ring.uring.as_fd())
+        Some(self.ring.raw.as_fd())
     }
 
     fn reap_ready(&self) {

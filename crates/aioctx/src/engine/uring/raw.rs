@@ -1,0 +1,371 @@
+//! The io_uring instance as this engine maps and drives it: the three mappings, the enter
+//! call, and one owner for each index the program writes.
+//!
+//! The submission queue's tail and the completion queue's head are the two words the
+//! program writes into the shared rings. Each is kept by exactly one value of its own
+//! ([`SqProducer`], [`CqConsumer`]), created once with the ring, held inside the lock of its
+//! queue and never copied; the shared word is only ever stored from that value, through a
+//! `&mut` borrow of it, so no store can happen after its lock was let go.
+//!
+//! (The io-uring crate's queue handles are snapshots that store their copy of the tail when
+//! dropped. A handle made only to ask whether the queue was empty, as the tail expression of
+//! a block holding the lock, was dropped after the guard (Rust 2021 drops a tail
+//! expression's temporaries after the block's locals): its stale tail landed after other
+//! threads had pushed and the kernel had taken their SQEs, so the tail fell behind the
+//! kernel's head, new SQEs went unseen and the next enter ran up to a lap of old ones again,
+//! completing freed requests a second time.) The kernel clamps what it submits to its own
+//! view of head and tail, so an enter needs no lock.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use io_uring::squeue;
+
+const IORING_SETUP_CQSIZE: u32 = 1 << 3;
+const IORING_SETUP_CLAMP: u32 = 1 << 4;
+const IORING_FEAT_SINGLE_MMAP: u32 = 1 << 0;
+const IORING_OFF_SQ_RING: libc::off_t = 0;
+const IORING_OFF_CQ_RING: libc::off_t = 0x800_0000;
+const IORING_OFF_SQES: libc::off_t = 0x1000_0000;
+/// `io_uring_enter`: wait for (or flush) completions.
+pub(super) const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+/// SQ ring flags: completions wait in the kernel's overflow list, or task work is pending;
+/// an enter with GETEVENTS moves them on.
+const IORING_SQ_CQ_OVERFLOW: u32 = 1 << 1;
+const IORING_SQ_TASKRUN: u32 = 1 << 2;
+
+/// `struct io_sqring_offsets`.
+#[repr(C)]
+#[derive(Default)]
+struct SqOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    flags: u32,
+    dropped: u32,
+    array: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+/// `struct io_cqring_offsets`.
+#[repr(C)]
+#[derive(Default)]
+struct CqOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    overflow: u32,
+    cqes: u32,
+    flags: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+/// `struct io_uring_params`.
+#[repr(C)]
+#[derive(Default)]
+struct Params {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    sq_off: SqOffsets,
+    cq_off: CqOffsets,
+}
+
+/// `struct io_uring_cqe` (without the 32-byte extension, which is not set up).
+#[repr(C)]
+struct Cqe {
+    user_data: u64,
+    res: i32,
+    flags: u32,
+}
+
+/// One shared mapping of the ring's fd, unmapped on drop.
+struct Map {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Map {
+    fn new(fd: BorrowedFd<'_>, len: usize, offset: libc::off_t) -> io::Result<Map> {
+        // SAFETY: a new shared mapping chosen by the kernel; nothing else is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                offset,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let map = Map {
+            ptr: ptr.cast(),
+            len,
+        };
+        // A forked child does not get the rings (its copies of the contexts are invalid).
+        // SAFETY: advice on the mapping just made.
+        if unsafe { libc::madvise(ptr, len, libc::MADV_DONTFORK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(map)
+    }
+
+    /// The address `offset` bytes into the mapping.
+    fn at<T>(&self, offset: u32) -> *mut T {
+        debug_assert!(offset as usize + std::mem::size_of::<T>() <= self.len);
+        // SAFETY: in bounds of the mapping (the kernel's offsets lie inside what it sized).
+        unsafe { self.ptr.add(offset as usize).cast() }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is this value's own and nothing points into it any more.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// The writer of the submission queue's tail: one per ring, from [`RawRing::new`].
+pub(super) struct SqProducer {
+    tail: u32,
+}
+
+/// The writer of the completion queue's head: one per ring, from [`RawRing::new`].
+pub(super) struct CqConsumer {
+    head: u32,
+}
+
+/// An io_uring instance: its fd and its mapped rings.
+pub(super) struct RawRing {
+    sq_head: *const AtomicU32,
+    sq_tail: *const AtomicU32,
+    sq_flags: *const AtomicU32,
+    sq_mask: u32,
+    sq_entries: u32,
+    sqes: *mut squeue::Entry,
+    cq_head: *const AtomicU32,
+    cq_tail: *const AtomicU32,
+    cq_mask: u32,
+    cqes: *const Cqe,
+    /// Unmapped before the fd closes (fields drop in order).
+    _maps: Vec<Map>,
+    fd: OwnedFd,
+}
+
+// SAFETY: the pointers are into mappings the ring owns; the shared words are atomics, the
+// SQE slots are written only by the holder of the one `SqProducer` and the CQEs read only
+// by the holder of the one `CqConsumer`.
+unsafe impl Send for RawRing {}
+// SAFETY: as for Send.
+unsafe impl Sync for RawRing {}
+
+impl RawRing {
+    /// Sets up a ring of at least `sq_entries` SQEs (clamped by the kernel) and `cq_entries`
+    /// CQEs, with the only producer and consumer it will have.
+    pub(super) fn new(
+        sq_entries: u32,
+        cq_entries: u32,
+    ) -> io::Result<(RawRing, SqProducer, CqConsumer)> {
+        let mut params = Params {
+            flags: IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP,
+            cq_entries,
+            ..Params::default()
+        };
+        // SAFETY: io_uring_setup writes the params struct, which is live and laid out as
+        // the kernel's.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_setup,
+                sq_entries,
+                &mut params as *mut Params,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: io_uring_setup returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(ret as i32) };
+        let (sq_off, cq_off) = (&params.sq_off, &params.cq_off);
+        let sq_len = sq_off.array as usize + params.sq_entries as usize * 4;
+        let cq_len = cq_off.cqes as usize + params.cq_entries as usize * std::mem::size_of::<Cqe>();
+        let single = params.features & IORING_FEAT_SINGLE_MMAP != 0;
+        let sq_map = Map::new(
+            fd.as_fd(),
+            if single { sq_len.max(cq_len) } else { sq_len },
+            IORING_OFF_SQ_RING,
+        )?;
+        let cq_map = if single {
+            None
+        } else {
+            Some(Map::new(fd.as_fd(), cq_len, IORING_OFF_CQ_RING)?)
+        };
+        let sqe_map = Map::new(
+            fd.as_fd(),
+            params.sq_entries as usize * std::mem::size_of::<squeue::Entry>(),
+            IORING_OFF_SQES,
+        )?;
+        let cq = cq_map.as_ref().unwrap_or(&sq_map);
+        // SAFETY: the kernel's offsets point at its u32 fields inside the mapping.
+        let (sq_mask, cq_mask) = unsafe {
+            (
+                *sq_map.at::<u32>(sq_off.ring_mask),
+                *cq.at::<u32>(cq_off.ring_mask),
+            )
+        };
+        // SQE slot i is always array entry i, so the tail alone says which SQEs are out.
+        let array = sq_map.at::<u32>(sq_off.array);
+        for i in 0..params.sq_entries {
+            // SAFETY: the array has sq_entries u32s; the kernel reads none before a tail
+            // is published.
+            unsafe { array.add(i as usize).write(i) };
+        }
+        let sq_head: *const AtomicU32 = sq_map.at(sq_off.head);
+        let cq_head: *const AtomicU32 = cq.at(cq_off.head);
+        let raw = RawRing {
+            sq_head,
+            sq_tail: sq_map.at(sq_off.tail),
+            sq_flags: sq_map.at(sq_off.flags),
+            sq_mask,
+            sq_entries: params.sq_entries,
+            sqes: sqe_map.at(0),
+            cq_head,
+            cq_tail: cq.at(cq_off.tail),
+            cq_mask,
+            cqes: cq.at(cq_off.cqes),
+            _maps: [Some(sq_map), cq_map, Some(sqe_map)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            fd,
+        };
+        // SAFETY: the indices' words are live for as long as `raw`.
+        let (tail, head) = unsafe {
+            (
+                (*raw.sq_tail).load(Ordering::Acquire),
+                (*raw.cq_head).load(Ordering::Acquire),
+            )
+        };
+        Ok((raw, SqProducer { tail }, CqConsumer { head }))
+    }
+
+    fn sq_head(&self) -> u32 {
+        // SAFETY: a word of the live mapping.
+        unsafe { (*self.sq_head).load(Ordering::Acquire) }
+    }
+
+    /// Queues one SQE and publishes it; false when the queue is full (the kernel has not
+    /// taken the SQEs before it yet).
+    ///
+    /// # Safety
+    /// The memory the entry points at must stay valid until its CQE is taken.
+    pub(super) unsafe fn push(&self, sq: &mut SqProducer, entry: &squeue::Entry) -> bool {
+        let queued = sq.tail.wrapping_sub(self.sq_head());
+        debug_assert!(
+            queued <= self.sq_entries,
+            "SQ tail behind the kernel's head"
+        );
+        if queued >= self.sq_entries {
+            return false;
+        }
+        // SAFETY: the slot is in bounds and the kernel is done with it (it is past the
+        // head); `sq` is the only writer of slots and tail.
+        unsafe {
+            self.sqes
+                .add((sq.tail & self.sq_mask) as usize)
+                .write(entry.clone())
+        };
+        sq.tail = sq.tail.wrapping_add(1);
+        // SAFETY: a word of the live mapping. Release: the SQE is written before the kernel
+        // can see the tail that covers it.
+        unsafe { (*self.sq_tail).store(sq.tail, Ordering::Release) };
+        true
+    }
+
+    /// SQEs published and not yet taken by the kernel.
+    pub(super) fn queued(&self, sq: &SqProducer) -> u32 {
+        sq.tail.wrapping_sub(self.sq_head())
+    }
+
+    /// Hands the published SQEs to the kernel (any thread, no lock: the kernel takes at
+    /// most what lies between its head and the tail, under its own lock). Also flushes
+    /// completions the kernel holds back (CQ overflow, task work).
+    pub(super) fn submit(&self) -> io::Result<u32> {
+        // SAFETY: words of the live mapping.
+        let (tail, flags) = unsafe {
+            (
+                (*self.sq_tail).load(Ordering::Acquire),
+                (*self.sq_flags).load(Ordering::Acquire),
+            )
+        };
+        let to_submit = tail.wrapping_sub(self.sq_head()).min(self.sq_entries);
+        let held_back = flags & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN) != 0;
+        if to_submit == 0 && !held_back {
+            return Ok(0);
+        }
+        let getevents = if held_back { IORING_ENTER_GETEVENTS } else { 0 };
+        self.enter(to_submit, 0, getevents)
+    }
+
+    /// `io_uring_enter` with no signal mask.
+    pub(super) fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> io::Result<u32> {
+        // SAFETY: io_uring_enter on this ring's fd with no argument pointer.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.fd.as_raw_fd(),
+                to_submit,
+                min_complete,
+                flags,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret as u32)
+        }
+    }
+
+    /// Takes the oldest CQE there is, if any (`(user_data, res)`); the kernel may reuse its
+    /// slot once [`RawRing::release`] published the new head.
+    pub(super) fn pop(&self, cq: &mut CqConsumer) -> Option<(u64, i32)> {
+        // SAFETY: a word of the live mapping; Acquire pairs with the kernel's release of
+        // the tail after it wrote the CQE.
+        let tail = unsafe { (*self.cq_tail).load(Ordering::Acquire) };
+        if tail == cq.head {
+            return None;
+        }
+        // SAFETY: the slot is in bounds and written (it is before the tail); `cq` is the
+        // only reader that moves the head.
+        let cqe = unsafe { &*self.cqes.add((cq.head & self.cq_mask) as usize) };
+        let taken = (cqe.user_data, cqe.res);
+        cq.head = cq.head.wrapping_add(1);
+        Some(taken)
+    }
+
+    /// Publishes the head after the CQEs `pop` took: their slots go back to the kernel.
+    pub(super) fn release(&self, cq: &CqConsumer) {
+        // SAFETY: a word of the live mapping; Release: the CQEs were read before.
+        unsafe { (*self.cq_head).store(cq.head, Ordering::Release) };
+    }
+}
+
+impl AsFd for RawRing {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
