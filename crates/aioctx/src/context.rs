@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::buf::Buf;
+use crate::buf::{Buf, IoBuf};
 use crate::core::{Core, Counters, Inflight};
 use crate::doorbell::{Doorbell, Woken};
 use crate::engine::sim::{SimConfig, SimEngine, SimMachine};
@@ -56,14 +56,15 @@ impl Completion {
         }
     }
 
-    /// The request's first (usually only) buffer, handed back.
-    pub fn into_buf(self) -> Option<Buf> {
-        self.bufs.into_iter().next()
+    /// The request's first (usually only) buffer, handed back as the type that went in:
+    /// None if the request had no buffer or `B` is not its type.
+    pub fn into_buf<B: IoBuf>(self) -> Option<B> {
+        self.into_bufs().and_then(|bufs| bufs.into_iter().next())
     }
 
-    /// All of the request's buffers, handed back in order.
-    pub fn into_bufs(self) -> Vec<Buf> {
-        self.bufs
+    /// All of the request's buffers, handed back in order as the type that went in.
+    pub fn into_bufs<B: IoBuf>(self) -> Option<Vec<B>> {
+        self.bufs.into_iter().next()?.into_typed()
     }
 }
 
@@ -367,7 +368,10 @@ impl Context {
         timeout: Option<Duration>,
     ) -> io::Result<Vec<Completion>> {
         let mut completions = Vec::new();
-        self.reap(min, max, timeout, None, &mut |event, bufs| {
+        self.reap(min, max, timeout, None, &mut |event, mut bufs| {
+            for buf in &mut bufs {
+                buf.complete(event.res);
+            }
             completions.push(Completion {
                 data: event.data,
                 obj: event.obj,

@@ -17,7 +17,7 @@
 //! let accepted = ctx.submit(&mut batch)?;
 //! for done in ctx.get_events(accepted, accepted, Some(Duration::from_secs(5)))? {
 //!     println!("request {} read {:?} bytes", done.data, done.result());
-//!     let _buffer = done.into_buf();
+//!     let _buffer: Option<Vec<u8>> = done.into_buf();
 //! }
 //! ctx.destroy()?; // returns once nothing of ctx is in flight
 //! # Ok::<(), std::io::Error>(())
@@ -41,7 +41,7 @@ mod ring;
 mod sync;
 pub mod sys;
 
-pub use buf::{AlignedBuf, Buf};
+pub use buf::{AlignedBuf, IoBuf, IoBufMut};
 pub use context::{Completion, Context, Stats, SubmitError};
 pub use engine::sim::{CrashAt, Latency, SimConfig, SimMachine};
 pub use engine::{EngineKind, Probe};

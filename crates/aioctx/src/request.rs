@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use crate::buf::{Buf, Buffers};
+use crate::buf::{Buf, Buffers, IoBuf, IoBufMut};
 use crate::sys::abi;
 use crate::sys::fd::{dup_raw, OpenMode};
 use crate::sys::mem::SharedMem;
@@ -151,36 +151,29 @@ impl Request {
         }
     }
 
-    /// Reads `buf.len()` bytes at `offset` into `buf`.
-    pub fn read(file: Arc<File>, buf: impl Into<Buf>, offset: u64) -> Request {
-        let buffers = Buffers::Owned(vec![buf.into()]);
+    /// Reads up to `buf.bytes_total()` bytes at `offset` into `buf` (for a `Vec`, its
+    /// whole capacity); the completion hands `buf` back with the bytes read initialized.
+    pub fn read<B: IoBufMut>(file: Arc<File>, buf: B, offset: u64) -> Request {
+        let buffers = Buffers::Owned(Buf::filled(vec![buf]));
         Request::new(Opcode::Pread, Some(file), buffers, offset as i64)
     }
 
-    /// Writes all of `buf` at `offset`.
-    pub fn write(file: Arc<File>, buf: impl Into<Buf>, offset: u64) -> Request {
-        let buffers = Buffers::Owned(vec![buf.into()]);
+    /// Writes the initialized bytes of `buf` (`buf.bytes_init()`) at `offset`.
+    pub fn write<B: IoBuf>(file: Arc<File>, buf: B, offset: u64) -> Request {
+        let buffers = Buffers::Owned(Buf::sent(vec![buf]));
         Request::new(Opcode::Pwrite, Some(file), buffers, offset as i64)
     }
 
     /// Reads into each buffer in turn, starting at `offset`.
-    pub fn readv(file: Arc<File>, bufs: Vec<Buf>, offset: u64) -> Request {
-        Request::new(
-            Opcode::Preadv,
-            Some(file),
-            Buffers::Owned(bufs),
-            offset as i64,
-        )
+    pub fn readv<B: IoBufMut>(file: Arc<File>, bufs: Vec<B>, offset: u64) -> Request {
+        let buffers = Buffers::Owned(Buf::filled(bufs));
+        Request::new(Opcode::Preadv, Some(file), buffers, offset as i64)
     }
 
     /// Writes each buffer in turn, starting at `offset`.
-    pub fn writev(file: Arc<File>, bufs: Vec<Buf>, offset: u64) -> Request {
-        Request::new(
-            Opcode::Pwritev,
-            Some(file),
-            Buffers::Owned(bufs),
-            offset as i64,
-        )
+    pub fn writev<B: IoBuf>(file: Arc<File>, bufs: Vec<B>, offset: u64) -> Request {
+        let buffers = Buffers::Owned(Buf::sent(bufs));
+        Request::new(Opcode::Pwritev, Some(file), buffers, offset as i64)
     }
 
     /// Reads into `range` of shared memory the caller keeps (`EINVAL` if the range is
@@ -314,9 +307,16 @@ impl Request {
         Ok(())
     }
 
-    /// Gives back the buffers of a request that was never accepted.
-    pub fn into_bufs(self) -> Vec<Buf> {
-        self.buffers.into_owned()
+    /// Gives back the buffer of a request that was never accepted, as the type that went
+    /// in (None if it had none, or `B` is another type).
+    pub fn into_buf<B: IoBuf>(self) -> Option<B> {
+        self.into_bufs().and_then(|bufs| bufs.into_iter().next())
+    }
+
+    /// Gives back all the buffers of a request that was never accepted, in order.
+    pub fn into_bufs<B: IoBuf>(self) -> Option<Vec<B>> {
+        let owned = self.buffers.into_owned().into_iter().next()?;
+        owned.into_typed()
     }
 }
 

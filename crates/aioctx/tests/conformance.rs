@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use aioctx::sys::abi::{AioRingHeader, AIO_RING_MAGIC};
-use aioctx::{AlignedBuf, Buf, Context, EngineKind, Request, RwFlags, SharedMem, State};
+use aioctx::{AlignedBuf, Context, EngineKind, Request, RwFlags, SharedMem, State};
 use common::*;
 
 const FIVE_SECONDS: Option<Duration> = Some(Duration::from_secs(5));
@@ -216,12 +216,7 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
     let ctx = ctx(engine, 16);
     let mut batch = vec![
         Request::write(rw.clone(), vec![0xaa; 4096], 0).data(1),
-        Request::writev(
-            rw.clone(),
-            vec![Buf::from(vec![0xbb; 100]), Buf::from(vec![0xcc; 50])],
-            4096,
-        )
-        .data(2),
+        Request::writev(rw.clone(), vec![vec![0xbb; 100], vec![0xcc; 50]], 4096).data(2),
     ];
     assert_eq!(ctx.submit(&mut batch).unwrap(), 2);
     let events = ctx.get_events(2, 2, FIVE_SECONDS).unwrap();
@@ -231,12 +226,7 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
 
     let mut batch = vec![
         Request::read(rw.clone(), vec![0u8; 4096], 0).data(3),
-        Request::readv(
-            rw.clone(),
-            vec![Buf::from(vec![0u8; 120]), Buf::from(vec![0u8; 30])],
-            4096,
-        )
-        .data(4),
+        Request::readv(rw.clone(), vec![vec![0u8; 120], vec![0u8; 30]], 4096).data(4),
         Request::read(rw.clone(), Box::from(vec![0u8; 10]), 2 * 4096).data(5),
     ];
     assert_eq!(ctx.submit(&mut batch).unwrap(), 3);
@@ -244,11 +234,15 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
         match event.data {
             3 => {
                 assert_eq!(event.res, 4096);
-                assert!(event.into_buf().unwrap().iter().all(|&b| b == 0xaa));
+                assert!(event
+                    .into_buf::<Vec<u8>>()
+                    .unwrap()
+                    .iter()
+                    .all(|&b| b == 0xaa));
             }
             4 => {
                 assert_eq!(event.res, 150);
-                let bufs = event.into_bufs();
+                let bufs = event.into_bufs::<Vec<u8>>().unwrap();
                 assert!(bufs[0][..100].iter().all(|&b| b == 0xbb));
                 assert!(bufs[0][100..].iter().all(|&b| b == 0xcc));
                 assert!(bufs[1][..30].iter().all(|&b| b == 0xcc));
@@ -256,7 +250,7 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
             5 => {
                 let expected: Vec<u8> = (2 * 4096..2 * 4096 + 10).map(pattern).collect();
                 assert_eq!(event.res, 10);
-                assert_eq!(&event.into_buf().unwrap()[..], &expected[..]);
+                assert_eq!(&event.into_buf::<Box<[u8]>>().unwrap()[..], &expected[..]);
             }
             other => panic!("unexpected event {other}"),
         }
@@ -314,7 +308,11 @@ fn direct_io_round_trips_with_aligned_buffers(engine: EngineKind) {
     .unwrap();
     let event = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
     assert_eq!(event.res, 8192);
-    assert!(event.into_buf().unwrap().iter().all(|&b| b == 0x77));
+    assert!(event
+        .into_buf::<AlignedBuf>()
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0x77));
 }
 
 fn misaligned_direct_io_is_einval(engine: EngineKind) {
@@ -810,6 +808,89 @@ fn context_is_send_and_sync(_engine: EngineKind) {
     assert_send_sync::<Request>();
 }
 
+/// Writes `buf` at `at` and reads the bytes back into `into`: both come back as themselves.
+fn round_trip<W, R>(ctx: &Context, file: &Arc<std::fs::File>, buf: W, into: R, at: u64) -> (W, R)
+where
+    W: aioctx::IoBuf,
+    R: aioctx::IoBufMut,
+{
+    let len = buf.bytes_init();
+    ctx.submit_one(Request::write(file.clone(), buf, at))
+        .unwrap();
+    let done = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
+    assert_eq!(done.result().unwrap(), len);
+    let written = done.into_buf::<W>().expect("the write's buffer, as itself");
+    ctx.submit_one(Request::read(file.clone(), into, at))
+        .unwrap();
+    let done = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
+    assert_eq!(done.result().unwrap(), len);
+    (
+        written,
+        done.into_buf::<R>().expect("the read's buffer, as itself"),
+    )
+}
+
+fn every_buffer_type_round_trips_as_itself(engine: EngineKind) {
+    let file = temp_file(0);
+    let rw = open(&file, true, true);
+    let ctx = ctx(engine, 8);
+    let (w, r) = round_trip(&ctx, &rw, vec![1u8; 100], Vec::with_capacity(100), 0);
+    assert_eq!((&w[..], &r[..]), (&[1u8; 100][..], &[1u8; 100][..]));
+    let (w, r) = round_trip(
+        &ctx,
+        &rw,
+        Box::<[u8]>::from(&[2u8; 64][..]),
+        Box::<[u8]>::from(&[0u8; 64][..]),
+        0,
+    );
+    assert_eq!((&w[..], &r[..]), (&[2u8; 64][..], &[2u8; 64][..]));
+    let mut aligned = AlignedBuf::page_aligned(4096).unwrap();
+    aligned.fill(3);
+    let (w, r) = round_trip(
+        &ctx,
+        &rw,
+        aligned,
+        AlignedBuf::page_aligned(4096).unwrap(),
+        0,
+    );
+    assert!(w.iter().chain(r.iter()).all(|&b| b == 3));
+    static WRITTEN: &[u8] = b"static bytes";
+    let into: &'static mut [u8] = Box::leak(vec![0u8; WRITTEN.len()].into_boxed_slice());
+    let (w, r) = round_trip(&ctx, &rw, WRITTEN, into, 0);
+    assert_eq!((w, &r[..]), (WRITTEN, WRITTEN));
+    let from: &'static mut [u8] = Box::leak(vec![4u8; 32].into_boxed_slice());
+    let (w, r) = round_trip(&ctx, &rw, from, vec![0u8; 32], 0);
+    assert_eq!((&w[..], &r[..]), (&[4u8; 32][..], &[4u8; 32][..]));
+    #[cfg(feature = "bytes")]
+    {
+        let (w, r) = round_trip(
+            &ctx,
+            &rw,
+            bytes::Bytes::from_static(b"bytes"),
+            bytes::BytesMut::with_capacity(5),
+            0,
+        );
+        assert_eq!((&w[..], &r[..]), (&b"bytes"[..], &b"bytes"[..]));
+        let (w, r) = round_trip(
+            &ctx,
+            &rw,
+            bytes::BytesMut::from(&b"mut"[..]),
+            vec![0u8; 3],
+            0,
+        );
+        assert_eq!((&w[..], &r[..]), (&b"mut"[..], &b"mut"[..]));
+    }
+}
+
+fn a_buffer_asked_for_as_another_type_is_not_handed_back(engine: EngineKind) {
+    let file = temp_file(16);
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::read(open(&file, true, false), vec![0u8; 16], 0))
+        .unwrap();
+    let done = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
+    assert!(done.into_buf::<Box<[u8]>>().is_none());
+}
+
 macro_rules! engines {
     ($($engine:ident => $kind:expr),* $(,)?) => {
         const COVERED: &[EngineKind] = &[$($kind),*];
@@ -844,7 +925,9 @@ macro_rules! engines {
                 a_direct_read_answers_cancel_at_most_once, destroy_leaves_nothing_in_flight,
                 destroy_cancels_polls_that_never_fire, two_concurrent_destroyers,
                 eight_concurrent_destroyers, second_destroy_returns_einval, drop_is_destroy,
-                forgotten_context_keeps_request_memory_alive, context_is_send_and_sync);
+                forgotten_context_keeps_request_memory_alive, context_is_send_and_sync,
+                every_buffer_type_round_trips_as_itself,
+                a_buffer_asked_for_as_another_type_is_not_handed_back);
         })*
     };
     (@tests $kind:expr; $($test:ident),*) => {

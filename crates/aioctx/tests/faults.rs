@@ -71,7 +71,10 @@ fn signal_interrupts_get_events_and_the_event_still_comes(engine: EngineKind) {
     assert_eq!(events.len(), 2, "{engine}: both events after EINTR");
     assert!(events[0].res & libc::POLLIN as i64 != 0, "{:?}", events[0]);
     assert_eq!(events[1].res, 1);
-    assert_eq!(&events.pop().unwrap().into_buf().unwrap()[..], b"x");
+    assert_eq!(
+        &events.pop().unwrap().into_buf::<Vec<u8>>().unwrap()[..],
+        b"x"
+    );
     ctx.destroy().unwrap();
 }
 
@@ -110,7 +113,12 @@ fn in_forked_child(ctx: &Context, file: &Arc<std::fs::File>) -> i32 {
     }
     match own.get_events(1, 1, FIVE_SECONDS) {
         Ok(events) if events.len() == 1 && events[0].res == 4096 => {
-            let buf = events.into_iter().next().unwrap().into_buf().unwrap();
+            let buf = events
+                .into_iter()
+                .next()
+                .unwrap()
+                .into_buf::<Vec<u8>>()
+                .unwrap();
             if (0..4096).any(|i| buf[i] != pattern(4096 + i)) {
                 return 6;
             }
@@ -154,7 +162,7 @@ fn forked_child_cannot_use_the_parent_context(engine: EngineKind) {
     for event in events {
         assert_eq!(event.res, 65536);
         let offset = event.data as usize * 65536;
-        let buf = event.into_buf().unwrap();
+        let buf = event.into_buf::<AlignedBuf>().unwrap();
         assert!((0..65536)
             .step_by(511)
             .all(|i| buf[i] == pattern(offset + i)));

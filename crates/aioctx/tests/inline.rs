@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aioctx::{Buf, Context, EngineKind, Request, RwFlags};
+use aioctx::{Context, EngineKind, Request, RwFlags};
 use common::*;
 
 const REAL_ENGINES: [EngineKind; 3] = [EngineKind::Uring, EngineKind::Kaio, EngineKind::Threads];
@@ -68,7 +68,7 @@ fn a_pwritev_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(4096);
         let ctx = Context::with_engine(8, engine).unwrap();
-        let bufs: Vec<Buf> = vec![vec![1u8; 100].into(), vec![2u8; 50].into()];
+        let bufs = vec![vec![1u8; 100], vec![2u8; 50]];
         let write = Request::writev(open(&file, false, true), bufs, 10);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![write]), [150]);
         let data = std::fs::read(&file.path).unwrap();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aioctx::engine::kaio::{KERNEL_EVENTS, MAX_KERNEL_CONTEXTS};
-use aioctx::{AlignedBuf, Buf, Context, EngineKind, Request};
+use aioctx::{AlignedBuf, Context, EngineKind, Request};
 
 const BLOCK: usize = 4096;
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -61,10 +61,10 @@ fn pattern(offset: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn aligned(len: usize, fill: u8) -> Buf {
+fn aligned(len: usize, fill: u8) -> AlignedBuf {
     let mut buf = AlignedBuf::page_aligned(len).unwrap();
     buf.fill(fill);
-    buf.into()
+    buf
 }
 
 fn kaio(depth: u32) -> Context {
@@ -109,7 +109,7 @@ fn direct_reads_and_writes_round_trip() {
     let mut read = Vec::new();
     for completion in done {
         assert!(completion.result().unwrap() > 0);
-        for buf in completion.into_bufs() {
+        for buf in completion.into_bufs::<AlignedBuf>().unwrap() {
             read.extend_from_slice(&buf);
         }
     }
@@ -117,10 +117,10 @@ fn direct_reads_and_writes_round_trip() {
     assert_eq!(ctx.stats().fallbacks, 0);
 }
 
-fn aligned_copy(bytes: &[u8]) -> Buf {
+fn aligned_copy(bytes: &[u8]) -> AlignedBuf {
     let mut buf = AlignedBuf::page_aligned(bytes.len()).unwrap();
     buf.copy_from_slice(bytes);
-    buf.into()
+    buf
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn socket_reads_do_not_block_submit() {
     std::io::Write::write_all(&mut peer, b"hello").unwrap();
     let done = ctx.get_events(1, 1, WAIT).unwrap().remove(0);
     assert_eq!(done.result().unwrap(), 5);
-    assert_eq!(&done.into_buf().unwrap()[..], b"hello");
+    assert_eq!(&done.into_buf::<Vec<u8>>().unwrap()[..], b"hello");
 }
 
 #[test]
@@ -290,7 +290,10 @@ fn cached_buffered_reads_complete_without_fallback() {
     for done in ctx.get_events(8, 8, WAIT).unwrap() {
         let at = done.data as usize * BLOCK;
         assert_eq!(done.result().unwrap(), BLOCK);
-        assert_eq!(&done.into_buf().unwrap()[..], &pattern(at, BLOCK)[..]);
+        assert_eq!(
+            &done.into_buf::<Vec<u8>>().unwrap()[..],
+            &pattern(at, BLOCK)[..]
+        );
     }
     assert_eq!(ctx.stats().fallbacks, 0);
 }
@@ -304,7 +307,7 @@ fn buffered_writes_and_syncs_complete() {
         Request::write(file.clone(), vec![1u8; BLOCK], 0).data(1),
         Request::writev(
             file.clone(),
-            vec![vec![2u8; 10].into(), vec![3u8; 20].into()],
+            vec![vec![2u8; 10], vec![3u8; 20]],
             // Not overlapping the first write: two requests in flight have no order.
             BLOCK as u64 + 100,
         )

@@ -74,7 +74,10 @@ fn buffered_cold_reads_fall_back_to_the_pool_and_are_counted() {
     for read in done {
         let at = (read.data * STRIDE) as usize;
         assert_eq!(read.result().unwrap(), 4096);
-        assert_eq!(&read.into_buf().unwrap()[..], &data[at..at + 4096]);
+        assert_eq!(
+            &read.into_buf::<Vec<u8>>().unwrap()[..],
+            &data[at..at + 4096]
+        );
     }
     let fallbacks = ctx.stats().fallbacks;
     assert!(

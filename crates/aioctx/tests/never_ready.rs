@@ -351,8 +351,7 @@ fn a_vectored_write_resumes_where_it_stopped(engine: EngineKind) {
         .map(|i| (0..100_000u32).map(|j| (j as u8) ^ i).collect())
         .collect();
     let expected: Vec<u8> = parts.concat();
-    let bufs = parts.into_iter().map(aioctx::Buf::from).collect();
-    ctx.submit_one(Request::writev(Arc::new(write), bufs, 0).data(1))
+    ctx.submit_one(Request::writev(Arc::new(write), parts, 0).data(1))
         .unwrap();
     let drainer = std::thread::spawn(move || {
         let mut all = Vec::new();

@@ -101,7 +101,7 @@ fn short_transfers_move_a_true_prefix() {
     let event = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
     let n = event.result().unwrap();
     assert!(n > 0 && n < 8192, "a short read moved {n} bytes");
-    let buf = event.into_buf().unwrap();
+    let buf = event.into_buf::<Vec<u8>>().unwrap();
     let expected: Vec<u8> = (0..n).map(pattern).collect();
     assert_eq!(&buf[..n], &expected[..]);
     assert!(
@@ -166,7 +166,7 @@ fn trace(config: &SimConfig) -> Vec<String> {
     let record = |seen: &mut Vec<String>, events: Vec<aioctx::Completion>| {
         for event in events {
             let (data, res) = (event.data, event.res);
-            let digest = event.into_buf().map_or(0, |buf| fnv(&buf));
+            let digest = event.into_buf::<Vec<u8>>().map_or(0, |buf| fnv(&buf));
             seen.push(format!("event {data} {res} {digest:016x}"));
         }
     };

@@ -127,7 +127,12 @@ fn use_once(ctx: &Context, file: &Arc<File>) {
         .unwrap();
     let done = ctx.get_events(1, 1, Some(Duration::from_secs(10))).unwrap();
     assert_eq!((done.len(), done[0].data, done[0].res), (1, 7, 4096));
-    assert!(done.into_iter().next().unwrap().into_buf().unwrap()[..]
+    assert!(done
+        .into_iter()
+        .next()
+        .unwrap()
+        .into_buf::<Vec<u8>>()
+        .unwrap()[..]
         .iter()
         .all(|&b| b == 0x3c));
 }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AlignedBuf, Buf, Completion, Context, EngineKind, Request, SharedMem, SimConfig};
+use aioctx::{AlignedBuf, Completion, Context, EngineKind, Request, SharedMem, SimConfig};
 use common::*;
 
 const BLOCK: usize = 4096;
@@ -207,14 +207,14 @@ impl Round<'_> {
         let direct = rng.below(2) == 0;
         match rng.below(16) {
             0..=4 => {
-                let (offset, len, buf): (usize, usize, Buf) = if direct {
+                let (offset, len, buf): (usize, usize, AlignedBuf) = if direct {
                     let len = BLOCK * (1 + rng.below(2));
                     let offset = BLOCK * rng.below(READ_FILE_BLOCKS - 2);
-                    (offset, len, AlignedBuf::page_aligned(len).unwrap().into())
+                    (offset, len, AlignedBuf::page_aligned(len).unwrap())
                 } else {
                     let len = 1 + rng.below(2 * BLOCK);
                     let offset = rng.below((READ_FILE_BLOCKS - 2) * BLOCK);
-                    (offset, len, vec![0u8; len].into())
+                    (offset, len, AlignedBuf::new(len, 1).unwrap())
                 };
                 let file = if direct {
                     &self.files.read_direct
@@ -231,14 +231,14 @@ impl Round<'_> {
                 }
                 let len = if direct { BLOCK } else { 1 + rng.below(BLOCK) };
                 let data = write_pattern(tag, len);
-                let (file, buf): (&Arc<File>, Buf) = if direct {
+                let at = (block * BLOCK) as u64;
+                let request = if direct {
                     let mut aligned = AlignedBuf::page_aligned(BLOCK).unwrap();
                     aligned.copy_from_slice(&data);
-                    (&self.files.write_direct, aligned.into())
+                    Request::write(self.files.write_direct.clone(), aligned, at)
                 } else {
-                    (&self.files.write, data.into())
+                    Request::write(self.files.write.clone(), data, at)
                 };
-                let request = Request::write(file.clone(), buf, (block * BLOCK) as u64);
                 (Kind::Write { block, len }, request)
             }
             8..=9 => {
@@ -424,7 +424,9 @@ impl Round<'_> {
                 if !self.allowed_short(n, *len) {
                     return Err(format!("tag {tag}: read {n} of {len} bytes"));
                 }
-                let buf = event.into_buf().ok_or("read without its buffer")?;
+                let buf = event
+                    .into_buf::<AlignedBuf>()
+                    .ok_or("read without its buffer")?;
                 let wrong = (0..n).find(|&i| buf[i] != pattern(offset + i));
                 match wrong {
                     Some(i) => Err(format!("tag {tag}: read byte {i} at {offset} is wrong")),
@@ -456,7 +458,9 @@ impl Round<'_> {
                 } else {
                     SOCKET_BYTE
                 };
-                let buf = event.into_buf().ok_or("read without its buffer")?;
+                let buf = event
+                    .into_buf::<Vec<u8>>()
+                    .ok_or("read without its buffer")?;
                 if n == 0 || n > buf.len() || buf[..n].iter().any(|&b| b != byte) {
                     Err(format!(
                         "tag {tag}: {kind:?} read {n} bytes, not the peer's"

@@ -151,7 +151,7 @@ fn pipe_read_survives_exit_of_its_submitting_thread() {
     assert_eq!(events[0].res, 3, "the read was cancelled with its thread");
     let buf = events
         .pop()
-        .and_then(|e| e.into_buf())
+        .and_then(|e| e.into_buf::<Vec<u8>>())
         .expect("buffer back");
     assert_eq!(&buf[..], b"abc");
 }
@@ -278,7 +278,7 @@ fn cold_buffered_read_does_not_block_submit() {
     assert_eq!(events[0].res, LEN as i64);
     let buf = events
         .pop()
-        .and_then(|e| e.into_buf())
+        .and_then(|e| e.into_buf::<Vec<u8>>())
         .expect("buffer back");
     assert!(
         buf[..] == pattern[..],
@@ -385,7 +385,7 @@ fn auto_explains_every_engine_it_skips() {
     events.sort_by_key(|e| e.data);
     assert_eq!(events[0].res, 4);
     assert_eq!(events[1].res, 0);
-    let magic = events.remove(0).into_buf().expect("buffer back");
+    let magic = events.remove(0).into_buf::<Vec<u8>>().expect("buffer back");
     assert_eq!(&magic[..], b"\x7fELF");
 }
 
