@@ -288,7 +288,7 @@ fn one_round(
             Err(e) => return tally.error("building a read", e),
         }
     }
-    match ctx.submit(&mut batch) {
+    match ctx.submit(&mut batch).map(|ids| ids.len()) {
         Ok(n) if n == depth as usize => {}
         Ok(n) => tally.error("io_submit", format!("accepted {n} of {depth}")),
         Err(e) => tally.error("io_submit", e),

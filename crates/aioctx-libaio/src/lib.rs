@@ -234,7 +234,9 @@ pub extern "C" fn aioctx_io_cancel_0_1(ctx: Handle, iocb: *mut c_void) -> c_int 
             return Err(libc::EINVAL);
         }
         let context = lookup(ctx)?;
-        context.cancel(iocb as u64).map_err(submit::errno_of)?;
+        context
+            .cancel(aioctx::RequestId::from_obj(iocb as u64))
+            .map_err(submit::errno_of)?;
         Err(libc::EINPROGRESS)
     })
 }

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,7 @@ pub(crate) fn errno(code: i32) -> io::Error {
 pub struct Completion {
     /// The request's `data` tag.
     pub data: u64,
-    /// The request's identity (`obj`).
-    pub obj: u64,
+    id: RequestId,
     /// Bytes transferred (a poll: the ready mask), or a negative errno.
     pub res: i64,
     pub res2: i64,
@@ -45,6 +44,11 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The request this completes: what `submit` returned for it.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
     /// `res` as a Result: bytes transferred, or the error.
     pub fn result(&self) -> io::Result<usize> {
         if self.res < 0 {
@@ -67,6 +71,23 @@ impl Completion {
         self.bufs.into_iter().next()?.into_typed()
     }
 }
+
+/// The identity of one accepted request, as `submit` returns it: what `cancel` takes and
+/// what its [`Completion::id`] says. Unique among the requests of a context in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// The id of the request whose raw identity (a C caller's iocb address) is `obj`.
+    #[doc(hidden)]
+    pub fn from_obj(obj: u64) -> RequestId {
+        RequestId(obj)
+    }
+}
+
+/// Rust requests are numbered with this bit set, so they never take the identity of a C
+/// caller's iocb (a user-space address, below it).
+const RUST_REQUEST: u64 = 1 << 63;
 
 /// A request the context did not accept, with the reason; the caller gets it back whole.
 #[derive(Debug)]
@@ -115,6 +136,8 @@ pub struct Context {
     core: Arc<Core>,
     engine: Box<dyn Engine>,
     eventfds: KnownEventfds,
+    /// The number of the next Rust request (its `RequestId`); any submitter takes one.
+    next_request: AtomicU64,
 }
 
 impl Context {
@@ -154,6 +177,7 @@ impl Context {
             core,
             engine,
             eventfds: KnownEventfds::default(),
+            next_request: AtomicU64::new(0),
         })
     }
 
@@ -214,28 +238,30 @@ impl Context {
 
     /// Submits requests from the front of `requests`, as `io_submit`: at most
     /// `capacity()` of them; accepted ones are removed from the vector (they are in
-    /// flight). Returns how many were accepted; an error only if the first failed. The
-    /// requests not accepted stay in `requests`, never executed.
-    pub fn submit(&self, requests: &mut Vec<Request>) -> io::Result<usize> {
+    /// flight). Returns the ids of those accepted, in order; an error only if the first
+    /// failed. The requests not accepted stay in `requests`, never executed.
+    pub fn submit(&self, requests: &mut Vec<Request>) -> io::Result<Vec<RequestId>> {
         let limit = requests.len().min(self.capacity() as usize);
         let mut batch = std::mem::take(requests).into_iter();
         let mut failure = None;
         let accepted = self.batch(|| {
-            let mut accepted = 0;
-            while accepted < limit {
+            let mut accepted = Vec::with_capacity(limit);
+            while accepted.len() < limit {
                 let Some(request) = batch.next() else { break };
-                if let Err(SubmitError { error, request }) = self.submit_one(request) {
-                    requests.push(request);
-                    failure = Some(error);
-                    break;
+                match self.submit_one(request) {
+                    Ok(id) => accepted.push(id),
+                    Err(SubmitError { error, request }) => {
+                        requests.push(request);
+                        failure = Some(error);
+                        break;
+                    }
                 }
-                accepted += 1;
             }
             accepted
         });
         requests.extend(batch);
         match failure {
-            Some(error) if accepted == 0 => Err(error),
+            Some(error) if accepted.is_empty() => Err(error),
             _ => Ok(accepted),
         }
     }
@@ -248,8 +274,8 @@ impl Context {
         engine::with_plug(&*self.engine, submit_all)
     }
 
-    /// Submits one request; on failure it comes back with the error.
-    pub fn submit_one(&self, request: Request) -> Result<(), SubmitError> {
+    /// Submits one request and returns its id; on failure it comes back with the error.
+    pub fn submit_one(&self, request: Request) -> Result<RequestId, SubmitError> {
         match self.admit() {
             Ok(admission) => self.launch(admission, request),
             Err(error) => Err(SubmitError { error, request }),
@@ -262,7 +288,9 @@ impl Context {
     pub fn submit_with(&self, decode: impl FnOnce() -> io::Result<Request>) -> io::Result<()> {
         let admission = self.admit()?;
         let request = decode()?;
-        self.launch(admission, request).map_err(io::Error::from)
+        self.launch(admission, request)
+            .map(drop)
+            .map_err(io::Error::from)
     }
 
     /// The eventfd a C caller's `aio_resfd` names, held open for a request (`EBADF` if it
@@ -292,7 +320,7 @@ impl Context {
 
     /// Checks an admitted request and starts it on the engine; the admission leaves the
     /// gate only once the engine has it (or refused it), so that destroy's cancel finds it.
-    fn launch(&self, admission: Admission<'_>, request: Request) -> Result<(), SubmitError> {
+    fn launch(&self, admission: Admission<'_>, request: Request) -> Result<RequestId, SubmitError> {
         let mut admission = admission;
         let mut request = request;
         if let Err(error) = self.check(&mut request) {
@@ -303,6 +331,8 @@ impl Context {
                 return Err(SubmitError { error, request });
             }
         }
+        let number = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = RequestId(*request.obj.get_or_insert(RUST_REQUEST | number));
         // From here the request's count and slot are the Inflight's to give back.
         admission.slot = false;
         admission.counted = false;
@@ -312,7 +342,7 @@ impl Context {
         {
             Ok(()) => {
                 self.core.counters.submitted.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                Ok(id)
             }
             Err((inflight, error)) => Err(SubmitError {
                 error,
@@ -374,7 +404,7 @@ impl Context {
             }
             completions.push(Completion {
                 data: event.data,
-                obj: event.obj,
+                id: RequestId(event.obj),
                 res: event.res,
                 res2: event.res2,
                 bufs,
@@ -466,14 +496,14 @@ impl Context {
         Ok(taken)
     }
 
-    /// Cancels the in-flight request whose identity is `obj`. `Ok` means what the kernel's
-    /// `-EINPROGRESS` means: its event will arrive, with `-ECANCELED` (or its result, if it
-    /// finished first). `EINVAL` if no such request can be cancelled.
-    pub fn cancel(&self, obj: u64) -> io::Result<()> {
+    /// Cancels the in-flight request `id`. `Ok` means what the kernel's `-EINPROGRESS`
+    /// means: its event will arrive, with `-ECANCELED` (or its result, if it finished
+    /// first). `EINVAL` if no such request can be cancelled (or it was answered before).
+    pub fn cancel(&self, id: RequestId) -> io::Result<()> {
         if !self.core.lifecycle.is_live() {
             return Err(errno(libc::EINVAL));
         }
-        self.engine.cancel(obj)
+        self.engine.cancel(id.0)
     }
 
     /// Destroys the context: when this returns, no request of it will ever touch caller

@@ -14,7 +14,7 @@
 //!     Request::read(file.clone(), vec![0u8; 512], 0).data(1),
 //!     Request::read(file, vec![0u8; 512], 512).data(2),
 //! ];
-//! let accepted = ctx.submit(&mut batch)?;
+//! let accepted = ctx.submit(&mut batch)?.len();
 //! for done in ctx.get_events(accepted, accepted, Some(Duration::from_secs(5)))? {
 //!     println!("request {} read {:?} bytes", done.data, done.result());
 //!     let _buffer: Option<Vec<u8>> = done.into_buf();
@@ -42,7 +42,7 @@ mod sync;
 pub mod sys;
 
 pub use buf::{AlignedBuf, IoBuf, IoBufMut};
-pub use context::{Completion, Context, Stats, SubmitError};
+pub use context::{Completion, Context, RequestId, Stats, SubmitError};
 pub use engine::sim::{CrashAt, Latency, SimConfig, SimMachine};
 pub use engine::{EngineKind, Probe};
 pub use lifecycle::State;

@@ -234,14 +234,15 @@ impl Request {
         Request::new(Opcode::Noop, None, Buffers::None, 0)
     }
 
-    /// The caller's tag, returned in the event's `data`. It is also the request's identity
-    /// for `cancel` unless `obj` sets another.
+    /// The caller's tag, returned in the completion's `data`; aioctx gives it no meaning.
     pub fn data(mut self, data: u64) -> Request {
         self.data = data;
         self
     }
 
-    /// The request's identity (the event's `obj`, the key `cancel` looks for).
+    /// The request's raw identity (the event's `obj`, the key `cancel` looks for), for the
+    /// C ABI; Rust requests are numbered by submit.
+    #[doc(hidden)]
     pub fn obj(mut self, obj: u64) -> Request {
         self.obj = Some(obj);
         self

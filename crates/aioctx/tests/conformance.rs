@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use aioctx::sys::abi::{AioRingHeader, AIO_RING_MAGIC};
-use aioctx::{AlignedBuf, Context, EngineKind, Request, RwFlags, SharedMem, State};
+use aioctx::{AlignedBuf, Context, EngineKind, Request, RequestId, RwFlags, SharedMem, State};
 use common::*;
 
 const FIVE_SECONDS: Option<Duration> = Some(Duration::from_secs(5));
@@ -84,7 +84,7 @@ fn ring_has_the_kernel_layout(engine: EngineKind) {
 
 fn submit_of_nothing_returns_zero(engine: EngineKind) {
     let ctx = ctx(engine, 8);
-    assert_eq!(ctx.submit(&mut Vec::new()).unwrap(), 0);
+    assert!(ctx.submit(&mut Vec::new()).unwrap().is_empty());
 }
 
 fn batch_is_clamped_to_the_ring(engine: EngineKind) {
@@ -93,7 +93,7 @@ fn batch_is_clamped_to_the_ring(engine: EngineKind) {
     let mut batch: Vec<Request> = (0..cap + 5)
         .map(|i| Request::noop().data(i as u64))
         .collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), cap);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), cap);
     assert_eq!(
         batch.len(),
         5,
@@ -105,7 +105,7 @@ fn full_ring_is_eagain_until_events_are_reaped(engine: EngineKind) {
     let ctx = ctx(engine, 4);
     let cap = ctx.capacity() as usize;
     let mut batch: Vec<Request> = (0..cap).map(|i| Request::noop().data(i as u64)).collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), cap);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), cap);
     assert_eq!(errno_of_submit(&ctx, Request::noop()), libc::EAGAIN);
     assert_eq!(ctx.get_events(1, 1, FIVE_SECONDS).unwrap().len(), 1);
     ctx.submit_one(Request::noop())
@@ -121,7 +121,7 @@ fn failure_mid_batch_returns_count_before_it(engine: EngineKind) {
         Request::write(read_only.clone(), vec![1u8; 16], 0).data(2),
         Request::noop().data(3),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 1);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 1);
     assert_eq!(batch.len(), 2, "the failed request and the rest come back");
     assert_eq!(batch[0].key(), 2);
     let events = ctx.get_events(1, 8, FIVE_SECONDS).unwrap();
@@ -218,7 +218,7 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
         Request::write(rw.clone(), vec![0xaa; 4096], 0).data(1),
         Request::writev(rw.clone(), vec![vec![0xbb; 100], vec![0xcc; 50]], 4096).data(2),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 2);
     let events = ctx.get_events(2, 2, FIVE_SECONDS).unwrap();
     let mut results: Vec<(u64, i64)> = events.iter().map(|e| (e.data, e.res)).collect();
     results.sort();
@@ -229,7 +229,7 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
         Request::readv(rw.clone(), vec![vec![0u8; 120], vec![0u8; 30]], 4096).data(4),
         Request::read(rw.clone(), Box::from(vec![0u8; 10]), 2 * 4096).data(5),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 3);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 3);
     for event in ctx.get_events(3, 3, FIVE_SECONDS).unwrap() {
         match event.data {
             3 => {
@@ -275,7 +275,7 @@ fn fsync_fdsync_and_noop_complete_with_zero(engine: EngineKind) {
         Request::fdsync(rw).data(2),
         Request::noop().data(3),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 3);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 3);
     let events = ctx.get_events(3, 3, FIVE_SECONDS).unwrap();
     assert!(
         events.iter().all(|e| e.res == 0 && e.res2 == 0),
@@ -283,12 +283,18 @@ fn fsync_fdsync_and_noop_complete_with_zero(engine: EngineKind) {
     );
 }
 
-fn event_carries_data_and_obj(engine: EngineKind) {
+fn event_carries_data_and_its_request_id(engine: EngineKind) {
     let ctx = ctx(engine, 8);
-    ctx.submit_one(Request::noop().data(42).obj(0xfeed))
-        .unwrap();
-    let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
-    assert_eq!((event.data, event.obj), (42, 0xfeed));
+    let first = ctx.submit_one(Request::noop().data(42)).unwrap();
+    let second = ctx.submit_one(Request::noop().data(42)).unwrap();
+    assert_ne!(
+        first, second,
+        "one id per accepted request, whatever its data"
+    );
+    let mut events = ctx.get_events(2, 2, FIVE_SECONDS).unwrap();
+    events.sort_by_key(|e| e.id());
+    let seen: Vec<_> = events.iter().map(|e| (e.data, e.id())).collect();
+    assert_eq!(seen, [(42, first), (42, second)]);
 }
 
 fn direct_io_round_trips_with_aligned_buffers(engine: EngineKind) {
@@ -326,7 +332,7 @@ fn misaligned_direct_io_is_einval(engine: EngineKind) {
     );
     let res = match ctx.submit_one(request) {
         Err(e) => -(errno_of(&e.error) as i64),
-        Ok(()) => ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0].res,
+        Ok(_) => ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0].res,
     };
     assert_eq!(res, -(libc::EINVAL as i64));
 }
@@ -352,7 +358,7 @@ fn resfd_is_signalled_after_the_event_is_in_the_ring(engine: EngineKind) {
     let mut batch: Vec<Request> = (0..20)
         .map(|i| Request::noop().data(i).eventfd(efd.clone()))
         .collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 20);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 20);
     let mut reaped = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     while reaped < 20 && Instant::now() < deadline {
@@ -552,7 +558,7 @@ fn many_threads_submit_and_reap_at_once(engine: EngineKind) {
                     let mut request = Request::read(rf.clone(), vec![0u8; 4096], offset);
                     loop {
                         match ctx.submit_one(request) {
-                            Ok(()) => break,
+                            Ok(_) => break,
                             Err(e) if errno_of(&e.error) == libc::EAGAIN => {
                                 request = e.request;
                                 let n = ctx.get_events(1, 16, FIVE_SECONDS).unwrap();
@@ -589,32 +595,36 @@ fn a_batch_holds_back_only_its_own_context(engine: EngineKind) {
 
 // ---- io_cancel ----
 
-fn cancel_of_unknown_request_is_einval(engine: EngineKind) {
+fn cancel_of_a_request_no_longer_in_flight_is_einval(engine: EngineKind) {
     let ctx = ctx(engine, 8);
-    assert_eq!(errno_of(&ctx.cancel(1234).unwrap_err()), libc::EINVAL);
+    let done = ctx.submit_one(Request::noop()).unwrap();
+    ctx.get_events(1, 1, FIVE_SECONDS).unwrap();
+    assert_eq!(errno_of(&ctx.cancel(done).unwrap_err()), libc::EINVAL);
 }
 
 fn cancel_of_a_poll_delivers_ecanceled(engine: EngineKind) {
     let (r, _w) = pipe();
     let ctx = ctx(engine, 8);
-    ctx.submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
+    let poll = ctx
+        .submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
         .unwrap();
-    ctx.cancel(5).expect("a poll is cancellable (in progress)");
+    ctx.cancel(poll)
+        .expect("a poll is cancellable (in progress)");
     let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
     assert_eq!((event.data, event.res), (5, -(libc::ECANCELED as i64)));
     assert_eq!(
-        errno_of(&ctx.cancel(5).unwrap_err()),
+        errno_of(&ctx.cancel(poll).unwrap_err()),
         libc::EINVAL,
         "already done"
     );
 }
 
-/// Cancels `obj` `times` times in a row; how many answered `Ok` (`-EINPROGRESS`). Every
+/// Cancels `id` `times` times in a row; how many answered `Ok` (`-EINPROGRESS`). Every
 /// other answer must be `EINVAL`.
-fn cancel_repeatedly(ctx: &Context, obj: u64, times: usize) -> usize {
+fn cancel_repeatedly(ctx: &Context, id: RequestId, times: usize) -> usize {
     let mut in_progress = 0;
     for _ in 0..times {
-        match ctx.cancel(obj) {
+        match ctx.cancel(id) {
             Ok(()) => in_progress += 1,
             Err(e) => assert_eq!(errno_of(&e), libc::EINVAL, "cancel answered {e}"),
         }
@@ -625,10 +635,11 @@ fn cancel_repeatedly(ctx: &Context, obj: u64, times: usize) -> usize {
 fn a_poll_answers_cancel_once(engine: EngineKind) {
     let (r, _w) = pipe();
     let ctx = ctx(engine, 8);
-    ctx.submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
+    let poll = ctx
+        .submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
         .unwrap();
     assert_eq!(
-        cancel_repeatedly(&ctx, 5, 1000),
+        cancel_repeatedly(&ctx, poll, 1000),
         1,
         "one -EINPROGRESS, then EINVAL"
     );
@@ -652,8 +663,8 @@ fn a_direct_read_answers_cancel_at_most_once(engine: EngineKind) {
             AlignedBuf::page_aligned(64 * 1024).unwrap(),
             (round % 16) * 64 * 1024,
         );
-        ctx.submit_one(read.data(round)).unwrap();
-        let in_progress = cancel_repeatedly(&ctx, round, 1000);
+        let id = ctx.submit_one(read.data(round)).unwrap();
+        let in_progress = cancel_repeatedly(&ctx, id, 1000);
         assert!(
             in_progress <= 1,
             "round {round}: {in_progress} cancels in progress"
@@ -908,7 +919,7 @@ macro_rules! engines {
                 resfd_that_is_not_an_eventfd_is_einval, submit_after_destroy_is_einval,
                 shared_range_outside_memory_is_einval, reads_and_writes_round_trip,
                 short_read_at_end_of_file_is_not_an_error,
-                fsync_fdsync_and_noop_complete_with_zero, event_carries_data_and_obj,
+                fsync_fdsync_and_noop_complete_with_zero, event_carries_data_and_its_request_id,
                 direct_io_round_trips_with_aligned_buffers, misaligned_direct_io_is_einval,
                 poll_completes_with_the_ready_mask,
                 resfd_is_signalled_after_the_event_is_in_the_ring, min_above_max_is_einval,
@@ -920,7 +931,7 @@ macro_rules! engines {
                 eight_waiters_in_get_events_leave_on_destroy,
                 every_waiter_wakes_for_posted_events,
                 many_threads_submit_and_reap_at_once, a_batch_holds_back_only_its_own_context,
-                cancel_of_unknown_request_is_einval,
+                cancel_of_a_request_no_longer_in_flight_is_einval,
                 cancel_of_a_poll_delivers_ecanceled, a_poll_answers_cancel_once,
                 a_direct_read_answers_cancel_at_most_once, destroy_leaves_nothing_in_flight,
                 destroy_cancels_polls_that_never_fire, two_concurrent_destroyers,

@@ -27,7 +27,7 @@ fn engines() -> Vec<EngineKind> {
 /// Submits `requests`, then takes events without waiting: all of them must be there.
 fn submit_then_reap_without_waiting(ctx: &Context, mut requests: Vec<Request>) -> Vec<i64> {
     let count = requests.len();
-    assert_eq!(ctx.submit(&mut requests).unwrap(), count);
+    assert_eq!(ctx.submit(&mut requests).unwrap().len(), count);
     let done = ctx.get_events(0, count, Some(Duration::ZERO)).unwrap();
     assert_eq!(
         done.len(),
@@ -123,7 +123,7 @@ fn synchronous_writes_still_complete() {
             Request::write(Arc::new(o_dsync), vec![3u8; 512], 0),
             Request::write(plain, vec![4u8; 512], 512).rw_flags(RwFlags::DSYNC),
         ];
-        assert_eq!(ctx.submit(&mut requests).unwrap(), 2);
+        assert_eq!(ctx.submit(&mut requests).unwrap().len(), 2);
         let done = ctx.get_events(2, 2, Some(Duration::from_secs(30))).unwrap();
         assert!(done.iter().all(|c| c.res == 512), "{engine:?}");
         let mut back = [0u8; 1024];

@@ -89,7 +89,7 @@ fn direct_reads_and_writes_round_trip() {
         )
         .data(2),
     ];
-    assert_eq!(ctx.submit(&mut writes).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut writes).unwrap().len(), 2);
     for done in ctx.get_events(2, 2, WAIT).unwrap() {
         let expected = if done.data == 1 { BLOCK } else { 2 * BLOCK };
         assert_eq!(done.result().unwrap(), expected);
@@ -103,7 +103,7 @@ fn direct_reads_and_writes_round_trip() {
         )
         .data(2),
     ];
-    assert_eq!(ctx.submit(&mut reads).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut reads).unwrap().len(), 2);
     let mut done = ctx.get_events(2, 2, WAIT).unwrap();
     done.sort_by_key(|c| c.data);
     let mut read = Vec::new();
@@ -137,7 +137,7 @@ fn destroy_waits_for_in_flight_direct_reads() {
                     .data(i as u64)
             })
             .collect();
-        assert_eq!(ctx.submit(&mut reads).unwrap(), 32);
+        assert_eq!(ctx.submit(&mut reads).unwrap().len(), 32);
         ctx.destroy().unwrap();
         assert_eq!(ctx.in_flight(), 0);
         let stats = ctx.stats();
@@ -166,7 +166,7 @@ fn destroy_leaves_no_direct_write_in_flight() {
                             Request::write(file.clone(), aligned(BLOCK, round as u8), at)
                         })
                         .collect();
-                    assert_eq!(ctx.submit(&mut writes).unwrap(), DEPTH);
+                    assert_eq!(ctx.submit(&mut writes).unwrap().len(), DEPTH);
                     ctx.destroy().unwrap();
                     // Any write of this context still in flight would land on the canary.
                     let mut block = AlignedBuf::page_aligned(canary.len()).unwrap();
@@ -201,8 +201,9 @@ fn kernel_file_reads_cannot_be_cancelled() {
             Request::read(file.clone(), aligned(128 * BLOCK, 0), at).data(i as u64)
         })
         .collect();
-    assert_eq!(ctx.submit(&mut reads).unwrap(), 32);
-    let error = ctx.cancel(31).unwrap_err();
+    let ids = ctx.submit(&mut reads).unwrap();
+    assert_eq!(ids.len(), 32);
+    let error = ctx.cancel(ids[31]).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EINVAL));
     let done = ctx.get_events(32, 32, WAIT).unwrap();
     assert!(done.iter().all(|c| c.res == (128 * BLOCK) as i64));
@@ -236,13 +237,14 @@ fn kernel_poll_completes_when_ready() {
 fn kernel_poll_is_cancelled_with_ecanceled() {
     let (file, _peer) = socket_pair();
     let ctx = kaio(8);
-    ctx.submit_one(Request::poll(file, libc::POLLIN as u16).data(9))
+    let poll = ctx
+        .submit_one(Request::poll(file, libc::POLLIN as u16).data(9))
         .unwrap();
-    ctx.cancel(9).unwrap();
+    ctx.cancel(poll).unwrap();
     let done = ctx.get_events(1, 1, WAIT).unwrap();
     assert_eq!(done[0].res, -(libc::ECANCELED as i64));
     assert_eq!(
-        ctx.cancel(9).unwrap_err().raw_os_error(),
+        ctx.cancel(poll).unwrap_err().raw_os_error(),
         Some(libc::EINVAL)
     );
     assert_eq!(ctx.stats().cancelled, 1);
@@ -286,7 +288,7 @@ fn cached_buffered_reads_complete_without_fallback() {
     let mut reads: Vec<Request> = (0..8)
         .map(|i| Request::read(file.clone(), vec![0u8; BLOCK], (i * BLOCK) as u64).data(i as u64))
         .collect();
-    assert_eq!(ctx.submit(&mut reads).unwrap(), 8);
+    assert_eq!(ctx.submit(&mut reads).unwrap().len(), 8);
     for done in ctx.get_events(8, 8, WAIT).unwrap() {
         let at = done.data as usize * BLOCK;
         assert_eq!(done.result().unwrap(), BLOCK);
@@ -313,14 +315,14 @@ fn buffered_writes_and_syncs_complete() {
         )
         .data(2),
     ];
-    assert_eq!(ctx.submit(&mut writes).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut writes).unwrap().len(), 2);
     assert!(ctx
         .get_events(2, 2, WAIT)
         .unwrap()
         .iter()
         .all(|c| c.res > 0));
     let mut syncs = vec![Request::fsync(file.clone()), Request::fdsync(file.clone())];
-    assert_eq!(ctx.submit(&mut syncs).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut syncs).unwrap().len(), 2);
     assert!(ctx
         .get_events(2, 2, WAIT)
         .unwrap()
@@ -403,7 +405,7 @@ fn destroy_races_completions_of_every_route() {
                         .chain((0..2).map(|_| Request::noop()))
                         .collect();
                     let count = batch.len();
-                    assert_eq!(ctx.submit(&mut batch).unwrap(), count);
+                    assert_eq!(ctx.submit(&mut batch).unwrap().len(), count);
                     ctx.destroy().unwrap();
                     let stats = ctx.stats();
                     assert_eq!(ctx.in_flight(), 0);

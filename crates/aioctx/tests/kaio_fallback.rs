@@ -103,7 +103,7 @@ fn polls_beyond_the_shared_kernel_contexts_wait_in_the_pool() {
         let mut polls: Vec<Request> = (0..count)
             .map(|i| Request::poll(socket.clone(), libc::POLLIN as u16).data(i as u64))
             .collect();
-        assert_eq!(ctx.submit(&mut polls).unwrap(), count);
+        assert_eq!(ctx.submit(&mut polls).unwrap().len(), count);
         left -= count;
     }
     let fallbacks: u64 = contexts.iter().map(|c| c.stats().fallbacks).sum();

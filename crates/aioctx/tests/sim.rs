@@ -29,7 +29,7 @@ fn run(config: SimConfig) -> Vec<(u64, i64)> {
             }
         })
         .collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 64);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 64);
     let events = ctx.get_events(64, 64, FIVE_SECONDS).unwrap();
     events.iter().map(|e| (e.data, e.res)).collect()
 }
@@ -60,7 +60,7 @@ fn eio_fails_reads_writes_and_syncs_but_not_noops() {
         Request::fsync(rw).data(3),
         Request::noop().data(4),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 4);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 4);
     let mut results: Vec<(u64, i64)> = ctx
         .get_events(4, 4, FIVE_SECONDS)
         .unwrap()
@@ -81,7 +81,7 @@ fn enospc_fails_writes_only() {
         Request::write(rw.clone(), vec![0u8; 16], 0).data(1),
         Request::read(rw, vec![0u8; 16], 0).data(2),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 2);
     let mut results: Vec<(u64, i64)> = ctx
         .get_events(2, 2, FIVE_SECONDS)
         .unwrap()
@@ -129,8 +129,8 @@ fn a_reap_moves_the_virtual_clock_to_the_next_due_time() {
 #[test]
 fn pending_request_is_cancelled() {
     let ctx = Context::simulated(16, config("delay=10s")).unwrap();
-    ctx.submit_one(Request::noop().data(1)).unwrap();
-    ctx.cancel(1).unwrap();
+    let id = ctx.submit_one(Request::noop().data(1)).unwrap();
+    ctx.cancel(id).unwrap();
     let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
     assert_eq!(event.res, -(libc::ECANCELED as i64));
 }
@@ -183,10 +183,11 @@ fn trace(config: &SimConfig) -> Vec<String> {
                 .data(data)
             })
             .collect();
-        assert_eq!(ctx.submit(&mut batch).unwrap(), 8);
+        let ids = ctx.submit(&mut batch).unwrap();
+        assert_eq!(ids.len(), 8);
         outstanding += 8;
         if round % 10 == 3 {
-            let answer = ctx.cancel(round * 8 + 7).map_err(|e| errno_of(&e));
+            let answer = ctx.cancel(ids[7]).map_err(|e| errno_of(&e));
             seen.push(format!("cancel {} {answer:?}", round * 8 + 7));
         }
         let min = if outstanding > 32 { 8 } else { 4 };
@@ -378,14 +379,14 @@ fn an_idle_machine_runs_its_clock_for_callers_that_wait_elsewhere() {
 #[test]
 fn stuck_requests_complete_only_when_cancelled_or_destroyed() {
     let ctx = Context::simulated(16, config("stuck=1")).unwrap();
-    for i in 0..4 {
-        ctx.submit_one(Request::noop().data(i)).unwrap();
-    }
+    let ids: Vec<_> = (0..4)
+        .map(|i| ctx.submit_one(Request::noop().data(i)).unwrap())
+        .collect();
     assert!(ctx
         .get_events(1, 4, Some(Duration::from_millis(100)))
         .unwrap()
         .is_empty());
-    ctx.cancel(2).unwrap();
+    ctx.cancel(ids[2]).unwrap();
     let event = ctx.get_events(1, 4, FIVE_SECONDS).unwrap();
     assert_eq!(
         (event[0].data, event[0].res),

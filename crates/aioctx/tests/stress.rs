@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AlignedBuf, Completion, Context, EngineKind, Request, SharedMem, SimConfig};
+use aioctx::{
+    AlignedBuf, Completion, Context, EngineKind, Request, RequestId, SharedMem, SimConfig,
+};
 use common::*;
 
 const BLOCK: usize = 4096;
@@ -184,7 +186,7 @@ struct Round<'a> {
     shared: Arc<SharedMem>,
     entries: Mutex<HashMap<u64, Entry>>,
     /// Tags accepted and not yet seen complete, for the canceller to pick from.
-    candidates: Mutex<Vec<u64>>,
+    candidates: Mutex<Vec<(u64, RequestId)>>,
     next_tag: AtomicU64,
     next_block: AtomicUsize,
     destroying: AtomicBool,
@@ -297,7 +299,8 @@ impl Round<'_> {
                 }
             }
             let result = self.ctx.submit(&mut batch);
-            let accepted = *result.as_ref().unwrap_or(&0);
+            let ids = result.as_ref().map_or(&[][..], Vec::as_slice);
+            let accepted = ids.len();
             {
                 let mut entries = self.entries.lock().unwrap();
                 for (i, tag) in tags.iter().enumerate() {
@@ -307,7 +310,7 @@ impl Round<'_> {
             self.candidates
                 .lock()
                 .unwrap()
-                .extend_from_slice(&tags[..accepted]);
+                .extend(tags.iter().copied().zip(ids.iter().copied()));
             match result {
                 Ok(_) if dead_before => {
                     self.violation(format!("submit accepted {accepted} after destroy returned"));
@@ -496,12 +499,12 @@ impl Round<'_> {
                     }
                 }
             };
-            let Some(tag) = tag else {
+            let Some((tag, id)) = tag else {
                 std::thread::yield_now();
                 continue;
             };
             let dead_before = self.destroyed.load(Ordering::SeqCst);
-            match self.ctx.cancel(tag) {
+            match self.ctx.cancel(id) {
                 Ok(()) if dead_before => {
                     self.violation(format!("cancel of {tag} accepted after destroy returned"))
                 }

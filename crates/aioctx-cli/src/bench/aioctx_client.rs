@@ -35,7 +35,7 @@ impl Queue for AioctxQueue<'_> {
             };
             self.batch.push(request.data(op.slot as u64));
         }
-        let result = self.ctx.submit(&mut self.batch);
+        let result = self.ctx.submit(&mut self.batch).map(|ids| ids.len());
         // What was not accepted gives its buffer back.
         for request in self.batch.drain(..) {
             self.spare.extend(request.into_buf::<AlignedBuf>());

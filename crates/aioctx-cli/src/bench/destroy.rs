@@ -80,7 +80,7 @@ fn aioctx_destroy(
             Ok(Request::read(Arc::clone(file), buf, offsets.next()).data(u64::from(i)))
         })
         .collect::<io::Result<Vec<_>>>()?;
-    let accepted = ctx.submit(&mut batch)?;
+    let accepted = ctx.submit(&mut batch)?.len();
     if accepted != in_flight as usize {
         return Err(io::Error::other(format!(
             "submit took {accepted} of {in_flight}"
