@@ -55,7 +55,10 @@ fn main() -> std::io::Result<()> {
                 .open(&path)?,
         )),
     };
-    let ctx = Context::with_engine(depth as u32, engine)?;
+    let ctx = Context::builder()
+        .depth(depth as u32)
+        .engine(engine)
+        .build()?;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = |buf: AlignedBuf| {
         seed ^= seed << 13;

@@ -120,12 +120,12 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// An AIO context: a completion ring, an engine, and a lifecycle whose destroy waits.
 ///
-/// ```no_run
+/// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use aioctx::{Context, Request};
 ///
-/// let ctx = Context::new(32)?;
+/// let ctx = Context::builder().depth(32).build()?;
 /// let file = Arc::new(std::fs::File::open("/etc/hostname")?);
 /// ctx.submit_one(Request::read(file, vec![0u8; 4096], 0).data(1))?;
 /// let done = ctx.get_events(1, 1, Some(Duration::from_secs(5)))?;
@@ -141,23 +141,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for at least `nr_events` requests on the default engine
-    /// (`AIOCTX_ENGINE`, else the best that works here).
-    pub fn new(nr_events: u32) -> io::Result<Context> {
-        Context::with_engine(nr_events, EngineKind::from_env()?)
-    }
-
-    /// A context on a chosen engine. Errors as `io_setup`: `EINVAL` for 0 or an absurd
-    /// size; `EAGAIN` for more than `/proc/sys/fs/aio-max-nr` events.
-    pub fn with_engine(nr_events: u32, kind: EngineKind) -> io::Result<Context> {
-        Context::build(nr_events, |core| engine::open(kind, core))
-    }
-
-    /// A context on the simulator with this configuration (instead of `AIOCTX_SIM`'s).
-    pub fn simulated(nr_events: u32, config: SimConfig) -> io::Result<Context> {
-        Context::build(nr_events, |core| {
-            Ok(Box::new(SimEngine::new(core, config)?))
-        })
+    /// A builder for a context: depth, engine, workers, simulator.
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 
     pub(crate) fn build(
@@ -548,6 +534,89 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// How to make a [`Context`]. Whatever is not set comes from the environment, which is
+/// the one place the CLI and the drop-in `libaio.so.1` are configured:
+///
+/// | variable | default of | meaning |
+/// |---|---|---|
+/// | `AIOCTX_ENGINE` | [`Builder::engine`] | `auto` (unset), `uring`, `kaio`, `threads` or `sim` |
+/// | `AIOCTX_SIM` | [`Builder::simulator`] | the simulator's configuration, as [`SimConfig`]'s `FromStr` reads it |
+/// | `AIOCTX_WORKERS` | [`Builder::workers`] | the shared thread pool's size (32 if unset) |
+///
+/// ```
+/// use aioctx::{Context, EngineKind};
+/// let ctx = Context::builder().depth(64).engine(EngineKind::Threads).build()?;
+/// assert!(ctx.capacity() >= 64);
+/// assert_eq!(ctx.engine(), EngineKind::Threads);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until build()"]
+pub struct Builder {
+    depth: u32,
+    engine: Option<EngineKind>,
+    workers: Option<usize>,
+    simulator: Option<SimConfig>,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            depth: 128,
+            engine: None,
+            workers: None,
+            simulator: None,
+        }
+    }
+}
+
+impl Builder {
+    /// How many requests may be in flight or unreaped at once, at least (128 if unset).
+    pub fn depth(mut self, nr_events: u32) -> Builder {
+        self.depth = nr_events;
+        self
+    }
+
+    /// The engine (else `AIOCTX_ENGINE`, else the best that works here).
+    pub fn engine(mut self, kind: EngineKind) -> Builder {
+        self.engine = Some(kind);
+        self
+    }
+
+    /// The most threads the shared worker pool runs. The pool serves every context of the
+    /// process, so this sets it for all of them; the last setting wins.
+    pub fn workers(mut self, workers: usize) -> Builder {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Runs the context on the simulator with this configuration (the engine is `Sim`).
+    pub fn simulator(mut self, config: SimConfig) -> Builder {
+        self.simulator = Some(config);
+        self.engine = Some(EngineKind::Sim);
+        self
+    }
+
+    /// Makes the context. Errors as `io_setup`: `EINVAL` for a depth of 0 or an absurd
+    /// one; `EAGAIN` for more than `/proc/sys/fs/aio-max-nr` events; an unknown
+    /// `AIOCTX_ENGINE` or `AIOCTX_SIM`: `InvalidInput`.
+    pub fn build(self) -> io::Result<Context> {
+        if let Some(workers) = self.workers.filter(|&n| n > 0) {
+            engine::threads::set_workers(workers);
+        }
+        let kind = match self.engine {
+            Some(kind) => kind,
+            None => EngineKind::from_env()?,
+        };
+        match (kind, self.simulator) {
+            (EngineKind::Sim, Some(config)) => Context::build(self.depth, |core| {
+                Ok(Box::new(SimEngine::new(core, config)?))
+            }),
+            _ => Context::build(self.depth, |core| engine::open(kind, core)),
+        }
+    }
+}
+
 /// A submitter inside the gate, with its request counted in and a ring slot, not yet
 /// started: dropping it undoes what it still holds and leaves the gate.
 struct Admission<'a> {
@@ -657,13 +726,21 @@ mod tests {
 
     #[test]
     fn a_panic_in_the_simulators_completion_does_not_hang_destroy() {
-        let ctx = Context::simulated(8, SimConfig::default()).unwrap();
+        let ctx = Context::builder()
+            .depth(8)
+            .simulator(SimConfig::default())
+            .build()
+            .unwrap();
         a_panic_in_completion_does_not_hang_destroy(ctx, 0x5eed_0002);
     }
 
     #[test]
     fn a_panic_in_the_thread_pools_completion_does_not_hang_destroy() {
-        let ctx = Context::with_engine(8, EngineKind::Threads).unwrap();
+        let ctx = Context::builder()
+            .depth(8)
+            .engine(EngineKind::Threads)
+            .build()
+            .unwrap();
         a_panic_in_completion_does_not_hang_destroy(ctx, 0x5eed_0003);
     }
 
@@ -678,7 +755,11 @@ mod tests {
 
     #[test]
     fn get_events_with_the_longest_timeout_waits_without_limit() {
-        let ctx = Context::simulated(8, SimConfig::default()).unwrap();
+        let ctx = Context::builder()
+            .depth(8)
+            .simulator(SimConfig::default())
+            .build()
+            .unwrap();
         ctx.submit_one(Request::noop().data(9)).unwrap();
         let events = ctx.get_events(1, 1, Some(Duration::MAX)).unwrap();
         assert_eq!(events[0].data, 9);

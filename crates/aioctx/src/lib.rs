@@ -3,12 +3,12 @@
 //! destroy returns, nothing of that context will ever touch the caller's memory again**,
 //! on every engine, also when several threads destroy at once.
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use aioctx::{Context, Request};
 //!
-//! let ctx = Context::new(64)?;
+//! let ctx = Context::builder().depth(64).build()?;
 //! let file = Arc::new(std::fs::File::open("/etc/hostname")?);
 //! let mut batch = vec![
 //!     Request::read(file.clone(), vec![0u8; 512], 0).data(1),
@@ -42,12 +42,17 @@ mod sync;
 pub mod sys;
 
 pub use buf::{AlignedBuf, IoBuf, IoBufMut};
-pub use context::{Completion, Context, RequestId, Stats, SubmitError};
+pub use context::{Builder, Completion, Context, RequestId, Stats, SubmitError};
 pub use engine::sim::{CrashAt, Latency, SimConfig, SimMachine};
 pub use engine::{EngineKind, Probe};
 pub use lifecycle::State;
 pub use request::{LentFd, Opcode, RawParts, Request, RwFlags};
 pub use sys::mem::SharedMem;
+
+/// The README's Rust example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExample;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -105,7 +105,7 @@ impl std::ops::BitOr for RwFlags {
 
 /// One I/O request, built by a Rust caller or decoded from a C iocb.
 ///
-/// ```no_run
+/// ```
 /// # use std::sync::Arc;
 /// use aioctx::Request;
 /// let file = Arc::new(std::fs::File::open("/etc/hostname")?);

@@ -17,7 +17,11 @@ use common::*;
 const FIVE_SECONDS: Option<Duration> = Some(Duration::from_secs(5));
 
 fn ctx(engine: EngineKind, nr: u32) -> Context {
-    let ctx = Context::with_engine(nr, engine).expect("context");
+    let ctx = Context::builder()
+        .depth(nr)
+        .engine(engine)
+        .build()
+        .expect("context");
     assert_eq!(ctx.engine(), engine);
     ctx
 }
@@ -30,7 +34,13 @@ fn errno_of_submit(ctx: &Context, request: Request) -> i32 {
 
 fn setup_rejects_zero_events(engine: EngineKind) {
     assert_eq!(
-        errno_of(&Context::with_engine(0, engine).unwrap_err()),
+        errno_of(
+            &Context::builder()
+                .depth(0)
+                .engine(engine)
+                .build()
+                .unwrap_err()
+        ),
         libc::EINVAL
     );
 }
@@ -38,11 +48,23 @@ fn setup_rejects_zero_events(engine: EngineKind) {
 fn setup_rejects_absurd_size(engine: EngineKind) {
     let too_many = (0x1000_0000 / 32) + 1;
     assert_eq!(
-        errno_of(&Context::with_engine(too_many, engine).unwrap_err()),
+        errno_of(
+            &Context::builder()
+                .depth(too_many)
+                .engine(engine)
+                .build()
+                .unwrap_err()
+        ),
         libc::EINVAL
     );
     assert_eq!(
-        errno_of(&Context::with_engine(u32::MAX, engine).unwrap_err()),
+        errno_of(
+            &Context::builder()
+                .depth(u32::MAX)
+                .engine(engine)
+                .build()
+                .unwrap_err()
+        ),
         libc::EINVAL
     );
 }
@@ -54,7 +76,11 @@ fn setup_beyond_aio_max_nr_is_eagain(engine: EngineKind) {
         .parse()
         .unwrap();
     if max < 0x1000_0000 / 32 {
-        let err = Context::with_engine(max as u32 + 1, engine).unwrap_err();
+        let err = Context::builder()
+            .depth(max as u32 + 1)
+            .engine(engine)
+            .build()
+            .unwrap_err();
         assert_eq!(errno_of(&err), libc::EAGAIN);
     }
     // Many contexts may together hold far more than aio-max-nr.

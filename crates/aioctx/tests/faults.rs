@@ -41,7 +41,7 @@ fn install_handler() {
 
 fn signal_interrupts_get_events_and_the_event_still_comes(engine: EngineKind) {
     install_handler();
-    let ctx = Context::with_engine(8, engine).unwrap();
+    let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
     let (reader, mut writer) = pipe();
     ctx.submit_one(Request::poll(reader.clone(), libc::POLLIN as u16).data(1))
         .unwrap();
@@ -102,7 +102,7 @@ fn wait_child(pid: libc::pid_t) -> i32 {
 /// In the child: a new context works. Exit status 0 if so, else the number of the failing
 /// check. Uses no test machinery (the child has only this thread).
 fn in_forked_child(ctx: &Context, file: &Arc<std::fs::File>) -> i32 {
-    let Ok(own) = Context::with_engine(8, ctx.engine()) else {
+    let Ok(own) = Context::builder().depth(8).engine(ctx.engine()).build() else {
         return 4;
     };
     if own
@@ -135,7 +135,7 @@ fn forked_child_cannot_use_the_parent_context(engine: EngineKind) {
     let data = temp_file(4 << 20);
     let direct = open_direct(&data);
     let buffered = open(&data, true, false);
-    let ctx = Context::with_engine(64, engine).unwrap();
+    let ctx = Context::builder().depth(64).engine(engine).build().unwrap();
     let mut batch: Vec<Request> = (0..64u64)
         .map(|i| {
             let buf = AlignedBuf::page_aligned(65536).unwrap();
@@ -183,7 +183,7 @@ fn destroy_cancels_unanswered_stream_reads_promptly(engine: EngineKind) {
         let (reader, writer) = pipe();
         let (socket, peer) = std::os::unix::net::UnixStream::pair().unwrap();
         let socket = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(socket)));
-        let ctx = Context::with_engine(64, engine).unwrap();
+        let ctx = Context::builder().depth(64).engine(engine).build().unwrap();
         for i in 0..8 {
             ctx.submit_one(Request::read(reader.clone(), vec![0u8; 8], 0).data(i))
                 .unwrap();

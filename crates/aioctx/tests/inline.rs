@@ -42,7 +42,7 @@ fn submit_then_reap_without_waiting(ctx: &Context, mut requests: Vec<Request>) -
 fn one_buffered_write_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(8192);
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let write = Request::write(open(&file, false, true), vec![7u8; 256], 100);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![write]), [256]);
         let data = std::fs::read(&file.path).unwrap();
@@ -55,7 +55,7 @@ fn an_o_append_write_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(1000);
         let appending = OpenOptions::new().append(true).open(&file.path).unwrap();
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let write = Request::write(Arc::new(appending), b"tail".to_vec(), 0);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![write]), [4]);
         let data = std::fs::read(&file.path).unwrap();
@@ -67,7 +67,7 @@ fn an_o_append_write_completes_inside_submit() {
 fn a_pwritev_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(4096);
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let bufs = vec![vec![1u8; 100], vec![2u8; 50]];
         let write = Request::writev(open(&file, false, true), bufs, 10);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![write]), [150]);
@@ -82,7 +82,7 @@ fn a_batch_of_eight_writes_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(8 * 512);
         let out = open(&file, false, true);
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let writes = (0..8)
             .map(|i| Request::write(out.clone(), vec![i as u8 + 1; 512], i * 512).data(i))
             .collect();
@@ -102,7 +102,7 @@ fn a_cached_read_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(8192);
         std::fs::read(&file.path).unwrap();
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let read = Request::read(open(&file, true, false), vec![0u8; 4096], 4096);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![read]), [4096]);
     }
@@ -117,7 +117,7 @@ fn synchronous_writes_still_complete() {
             .custom_flags(libc::O_DSYNC)
             .open(&file.path)
             .unwrap();
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let plain = open(&file, false, true);
         let mut requests = vec![
             Request::write(Arc::new(o_dsync), vec![3u8; 512], 0),

@@ -68,7 +68,11 @@ fn aligned(len: usize, fill: u8) -> AlignedBuf {
 }
 
 fn kaio(depth: u32) -> Context {
-    Context::with_engine(depth, EngineKind::Kaio).unwrap()
+    Context::builder()
+        .depth(depth)
+        .engine(EngineKind::Kaio)
+        .build()
+        .unwrap()
 }
 
 #[test]

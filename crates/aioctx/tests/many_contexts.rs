@@ -119,7 +119,10 @@ fn lower_nofile_limit() {
 /// Makes a context and proves it works: a NOOP and a cached read, submitted and reaped
 /// without sleeping in get_events (a sleeper would make the context's wake-up eventfd).
 fn usable_context(engine: EngineKind, file: &Arc<std::fs::File>, number: usize) -> Context {
-    let ctx = Context::with_engine(4, engine)
+    let ctx = Context::builder()
+        .depth(4)
+        .engine(engine)
+        .build()
         .unwrap_or_else(|e| panic!("context {number} on {engine}: {e}"));
     let mut batch = vec![
         Request::noop().data(1),

@@ -26,7 +26,11 @@ const PROMPTLY: Duration = Duration::from_secs(20);
 const MORE_THAN_FITS: usize = 16 << 20;
 
 fn ctx(engine: EngineKind) -> Context {
-    Context::with_engine(64, engine).expect("context")
+    Context::builder()
+        .depth(64)
+        .engine(engine)
+        .build()
+        .expect("context")
 }
 
 /// Destroys `ctx` on another thread; fails the test if destroy does not return promptly.

@@ -66,7 +66,11 @@ fn contexts_with_requests(engine: EngineKind, streams: bool) -> (Vec<Context>, P
     let _ = std::fs::remove_file(&path);
     let mut contexts = Vec::new();
     for _ in 0..4 {
-        let ctx = Context::with_engine(64, engine).expect("context");
+        let ctx = Context::builder()
+            .depth(64)
+            .engine(engine)
+            .build()
+            .expect("context");
         let mut batch = Vec::new();
         for i in 0..4u64 {
             if streams {

@@ -138,7 +138,7 @@ fn use_once(ctx: &Context, file: &Arc<File>) {
 }
 
 fn cycle(engine: EngineKind, file: &Arc<File>) {
-    let ctx = Context::with_engine(4, engine).unwrap();
+    let ctx = Context::builder().depth(4).engine(engine).build().unwrap();
     use_once(&ctx, file);
     ctx.destroy().unwrap();
 }
@@ -172,7 +172,7 @@ fn soak_child(engine: EngineKind, contexts: usize) -> ExitCode {
     let mut live = Vec::with_capacity(live_count);
     let mut live_error = None;
     while live.len() < live_count {
-        match Context::with_engine(4, engine) {
+        match Context::builder().depth(4).engine(engine).build() {
             Ok(ctx) => live.push(ctx),
             Err(e) => {
                 live_error = Some(e);

@@ -573,9 +573,17 @@ fn context(engine: EngineKind, nr: u32, seed: u64) -> Context {
             max_delay: Duration::from_millis(2),
             ..SimConfig::default()
         };
-        Context::simulated(nr, config).expect("simulated context")
+        Context::builder()
+            .depth(nr)
+            .simulator(config)
+            .build()
+            .expect("simulated context")
     } else {
-        Context::with_engine(nr, engine).expect("context")
+        Context::builder()
+            .depth(nr)
+            .engine(engine)
+            .build()
+            .expect("context")
     }
 }
 

@@ -15,11 +15,13 @@ use common::*;
 fn small_pool_context(nr: u32) -> (MutexGuard<'static, ()>, Context) {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    std::env::set_var("AIOCTX_WORKERS", "4");
-    (
-        guard,
-        Context::with_engine(nr, EngineKind::Threads).unwrap(),
-    )
+    let ctx = Context::builder()
+        .depth(nr)
+        .engine(EngineKind::Threads)
+        .workers(4)
+        .build()
+        .unwrap();
+    (guard, ctx)
 }
 
 fn submit_pipe_reads(ctx: &Context, count: usize, mem: &Arc<SharedMem>) -> std::fs::File {
@@ -109,7 +111,11 @@ fn pool_serves_contexts_in_turn() {
     const BUSY: u64 = 256;
     const WORKERS: u64 = 4;
     let (_one_at_a_time, busy) = small_pool_context(BUSY as u32);
-    let quiet = Context::with_engine(8, EngineKind::Threads).unwrap();
+    let quiet = Context::builder()
+        .depth(8)
+        .engine(EngineKind::Threads)
+        .build()
+        .unwrap();
     let file = temp_file(BUSY as usize * READ);
     let direct = open_direct(&file);
     let mut queue: Vec<Request> = (0..BUSY)

@@ -53,7 +53,11 @@ impl Drop for Scratch {
 }
 
 fn uring(nr_events: u32) -> Context {
-    let ctx = Context::with_engine(nr_events, EngineKind::Uring).expect("io_uring context");
+    let ctx = Context::builder()
+        .depth(nr_events)
+        .engine(EngineKind::Uring)
+        .build()
+        .expect("io_uring context");
     assert_eq!(ctx.engine(), EngineKind::Uring);
     ctx
 }
@@ -377,7 +381,11 @@ fn auto_explains_every_engine_it_skips() {
         assert_eq!(best.kind, EngineKind::Kaio);
     }
 
-    let ctx = Context::with_engine(8, EngineKind::Auto).expect("auto context");
+    let ctx = Context::builder()
+        .depth(8)
+        .engine(EngineKind::Auto)
+        .build()
+        .expect("auto context");
     assert_eq!(ctx.engine(), best.kind);
     println!("auto chose {}", ctx.engine());
     let file = Arc::new(File::open("/proc/self/exe").expect("open self"));

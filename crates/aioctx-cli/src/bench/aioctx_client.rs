@@ -78,7 +78,12 @@ pub fn measure(
     let jobs = settings.numjobs as usize;
     let per_context = if settings.shared { jobs } else { 1 };
     let contexts: Vec<Context> = (0..jobs / per_context)
-        .map(|_| Context::with_engine(load.iodepth * per_context as u32, kind))
+        .map(|_| {
+            Context::builder()
+                .depth(load.iodepth * per_context as u32)
+                .engine(kind)
+                .build()
+        })
         .collect::<io::Result<_>>()?;
     let in_flight: Vec<AtomicUsize> = contexts.iter().map(|_| AtomicUsize::new(0)).collect();
     let mut queues = Vec::with_capacity(jobs);

@@ -73,7 +73,10 @@ fn aioctx_destroy(
     file: &Arc<File>,
     offsets: &mut Offsets,
 ) -> io::Result<Duration> {
-    let ctx = Context::with_engine(CONTEXT_EVENTS, kind)?;
+    let ctx = Context::builder()
+        .depth(CONTEXT_EVENTS)
+        .engine(kind)
+        .build()?;
     let mut batch = (0..in_flight)
         .map(|i| {
             let buf = AlignedBuf::page_aligned(DESTROY_BS as usize)?;

@@ -34,7 +34,9 @@ struct Pool {
     state: Mutex<PoolState>,
     /// Signalled with a permit when work arrives for a sleeping worker.
     work: Condvar,
-    max_workers: usize,
+    /// The most workers the pool runs: read when a worker may be added; set by
+    /// `set_workers` (Relaxed: a stale read only delays the change by a request).
+    max_workers: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -61,6 +63,14 @@ struct QueueState {
     scheduled: bool,
 }
 
+/// Sets the most workers the process's pool runs (`Builder::workers`). Workers beyond a
+/// lowered limit finish their current request and stay idle.
+pub(crate) fn set_workers(workers: usize) {
+    pool()
+        .max_workers
+        .store(workers, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -75,11 +85,13 @@ fn pool() -> &'static Pool {
         Pool {
             state: Mutex::new(PoolState::default()),
             work: Condvar::new(),
-            max_workers: std::env::var("AIOCTX_WORKERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n| n > 0)
-                .unwrap_or(DEFAULT_WORKERS),
+            max_workers: std::sync::atomic::AtomicUsize::new(
+                std::env::var("AIOCTX_WORKERS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or(DEFAULT_WORKERS),
+            ),
         }
     })
 }
@@ -124,7 +136,7 @@ impl Pool {
         if state.idle > state.permits {
             state.permits += 1;
             self.work.notify_one();
-        } else if state.workers < self.max_workers {
+        } else if state.workers < self.max_workers.load(std::sync::atomic::Ordering::Relaxed) {
             let spawned = std::thread::Builder::new()
                 .name("aioctx-worker".into())
                 .spawn(move || self.work_loop());

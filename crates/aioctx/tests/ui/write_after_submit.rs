@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 fn main() {
     let file = Arc::new(std::fs::File::open("/dev/zero").unwrap());
-    let ctx = aioctx::Context::new(8).unwrap();
+    let ctx = aioctx::Context::builder().depth(8).build().unwrap();
     let mut buf = vec![0u8; 16];
     ctx.submit_one(aioctx::Request::read(file, buf, 0)).unwrap();
     buf[0] = 1;
