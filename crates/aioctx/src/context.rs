@@ -44,6 +44,19 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The completion of a request that never ran, failed with `error`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn failed(error: io::Error) -> Completion {
+        let code = error.raw_os_error().unwrap_or(libc::EIO);
+        Completion {
+            data: 0,
+            id: RequestId(0),
+            res: -i64::from(code),
+            res2: 0,
+            bufs: Vec::new(),
+        }
+    }
+
     /// The request this completes: what `submit` returned for it.
     pub fn id(&self) -> RequestId {
         self.id

@@ -40,6 +40,8 @@ mod request;
 mod ring;
 mod sync;
 pub mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use buf::{AlignedBuf, IoBuf, IoBufMut};
 pub use context::{Builder, Completion, Context, RequestId, Stats, SubmitError};
