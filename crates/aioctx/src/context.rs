@@ -105,8 +105,27 @@ const RUST_REQUEST: u64 = 1 << 63;
 /// A request the context did not accept, with the reason; the caller gets it back whole.
 #[derive(Debug)]
 pub struct SubmitError {
+    /// Why it was not accepted (the errno SPEC §2 names).
     pub error: io::Error,
+    /// The request, whole: never executed.
     pub request: Request,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} request not accepted: {}",
+            self.request.opcode(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for SubmitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 impl From<SubmitError> for io::Error {

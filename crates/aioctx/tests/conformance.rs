@@ -986,3 +986,17 @@ engines! {
 fn every_engine_is_covered() {
     assert_eq!(COVERED, &EngineKind::ALL[..]);
 }
+
+#[test]
+fn a_submit_error_is_an_error_that_says_why() {
+    let ctx = Context::builder()
+        .depth(8)
+        .engine(EngineKind::Threads)
+        .build()
+        .unwrap();
+    ctx.destroy().unwrap();
+    let refused = ctx.submit_one(Request::noop()).unwrap_err();
+    let source = std::error::Error::source(&refused).map(|e| e.to_string());
+    assert_eq!(source, Some(refused.error.to_string()));
+    assert!(refused.to_string().contains("Noop"), "{refused}");
+}
