@@ -130,7 +130,7 @@ pub fn run(args: Args) -> ExitCode {
         eprintln!("aioctx: --seconds must be a non-negative number");
         return ExitCode::from(2);
     };
-    if let Err(e) = Context::with_engine(args.depth, kind) {
+    if let Err(e) = Context::builder().depth(args.depth).engine(kind).build() {
         eprintln!("aioctx: engine {kind} cannot run here: {e}");
         return ExitCode::FAILURE;
     }
@@ -196,7 +196,7 @@ enum Engine {
 impl Engine {
     fn context(&self, depth: u32) -> std::io::Result<Context> {
         match self {
-            Engine::Real(kind) => Context::with_engine(depth, *kind),
+            Engine::Real(kind) => Context::builder().depth(depth).engine(*kind).build(),
             Engine::Sim(machine) => machine.context(depth),
         }
     }
@@ -288,7 +288,7 @@ fn one_round(
             Err(e) => return tally.error("building a read", e),
         }
     }
-    match ctx.submit(&mut batch) {
+    match ctx.submit(&mut batch).map(|ids| ids.len()) {
         Ok(n) if n == depth as usize => {}
         Ok(n) => tally.error("io_submit", format!("accepted {n} of {depth}")),
         Err(e) => tally.error("io_submit", e),

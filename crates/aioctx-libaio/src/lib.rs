@@ -91,7 +91,10 @@ fn setup(maxevents: c_int, ctxp: usize) -> Result<c_int, Errno> {
         return Err(libc::EINVAL);
     }
     // A negative count, seen as unsigned, is an absurd size: EINVAL from the context.
-    let context = Context::new(maxevents as u32).map_err(submit::errno_of)?;
+    let context = Context::builder()
+        .depth(maxevents as u32)
+        .build()
+        .map_err(submit::errno_of)?;
     let (handle, context) = handles::insert(context);
     stats::record_at_exit();
     if let Err(code) = user::write(ctxp, &handle) {
@@ -234,7 +237,9 @@ pub extern "C" fn aioctx_io_cancel_0_1(ctx: Handle, iocb: *mut c_void) -> c_int 
             return Err(libc::EINVAL);
         }
         let context = lookup(ctx)?;
-        context.cancel(iocb as u64).map_err(submit::errno_of)?;
+        context
+            .cancel(aioctx::RequestId::from_obj(iocb as u64))
+            .map_err(submit::errno_of)?;
         Err(libc::EINPROGRESS)
     })
 }

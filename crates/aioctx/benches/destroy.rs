@@ -67,7 +67,11 @@ fn destroy_with_reads_in_flight(c: &mut Criterion) {
                 b.iter_custom(|iterations| {
                     let mut total = Duration::ZERO;
                     for i in 0..iterations {
-                        let ctx = Context::with_engine(128, kind).expect("context");
+                        let ctx = Context::builder()
+                            .depth(128)
+                            .engine(kind)
+                            .build()
+                            .expect("context");
                         let mut reads: Vec<Request> = (0..in_flight)
                             .map(|r| {
                                 let offset = (i * 131 + r * 977) % FILE_BLOCKS * BLOCK as u64;

@@ -19,7 +19,11 @@ fn noop_round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("noop_submit_reap");
     for kind in engines() {
         for batch in [1usize, 32] {
-            let ctx = Context::with_engine(batch as u32, kind).expect("context");
+            let ctx = Context::builder()
+                .depth(batch as u32)
+                .engine(kind)
+                .build()
+                .expect("context");
             let mut requests = Vec::with_capacity(batch);
             group.throughput(Throughput::Elements(batch as u64));
             group.bench_function(
@@ -27,7 +31,7 @@ fn noop_round_trip(c: &mut Criterion) {
                 |b| {
                     b.iter(|| {
                         requests.extend((0..batch).map(|i| Request::noop().data(i as u64)));
-                        let accepted = ctx.submit(&mut requests).expect("submit");
+                        let accepted = ctx.submit(&mut requests).expect("submit").len();
                         assert_eq!(accepted, batch);
                         let done = ctx
                             .get_events(batch, batch, Some(Duration::from_secs(10)))

@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aioctx::{AlignedBuf, Buf, Context, EngineKind, Request};
+use aioctx::{AlignedBuf, Context, EngineKind, Request};
 
 const USAGE: &str = "usage: engine_qd ENGINE noop|read|direct|pipe QD SECONDS [FILE]";
 
@@ -55,9 +55,12 @@ fn main() -> std::io::Result<()> {
                 .open(&path)?,
         )),
     };
-    let ctx = Context::with_engine(depth as u32, engine)?;
+    let ctx = Context::builder()
+        .depth(depth as u32)
+        .engine(engine)
+        .build()?;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |buf: Buf| {
+    let mut next = |buf: AlignedBuf| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -71,7 +74,7 @@ fn main() -> std::io::Result<()> {
             Some(f) => Request::read(Arc::clone(f), buf, offset),
         }
     };
-    let new_buf = || -> Buf { AlignedBuf::page_aligned(4096).expect("buffer").into() };
+    let new_buf = || AlignedBuf::page_aligned(4096).expect("buffer");
     let submit = |request: Request| -> std::io::Result<()> {
         ctx.submit_one(request).map_err(std::io::Error::from)?;
         if let (Some(f), "pipe") = (&file, op.as_str()) {
@@ -89,7 +92,7 @@ fn main() -> std::io::Result<()> {
             assert!(c.res >= 0, "res {}", c.res);
             done += 1;
             let buf = c
-                .into_buf()
+                .into_buf::<AlignedBuf>()
                 .filter(|b| b.len() == 4096)
                 .unwrap_or_else(new_buf);
             submit(next(buf))?;

@@ -11,11 +11,11 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::buf::Buf;
+use crate::buf::{Buf, IoBuf};
 use crate::core::{Core, Counters, Inflight};
 use crate::doorbell::{Doorbell, Woken};
 use crate::engine::sim::{SimConfig, SimEngine, SimMachine};
@@ -36,8 +36,7 @@ pub(crate) fn errno(code: i32) -> io::Error {
 pub struct Completion {
     /// The request's `data` tag.
     pub data: u64,
-    /// The request's identity (`obj`).
-    pub obj: u64,
+    id: RequestId,
     /// Bytes transferred (a poll: the ready mask), or a negative errno.
     pub res: i64,
     pub res2: i64,
@@ -45,6 +44,24 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The completion of a request that never ran, failed with `error`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn failed(error: io::Error) -> Completion {
+        let code = error.raw_os_error().unwrap_or(libc::EIO);
+        Completion {
+            data: 0,
+            id: RequestId(0),
+            res: -i64::from(code),
+            res2: 0,
+            bufs: Vec::new(),
+        }
+    }
+
+    /// The request this completes: what `submit` returned for it.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
     /// `res` as a Result: bytes transferred, or the error.
     pub fn result(&self) -> io::Result<usize> {
         if self.res < 0 {
@@ -56,22 +73,59 @@ impl Completion {
         }
     }
 
-    /// The request's first (usually only) buffer, handed back.
-    pub fn into_buf(self) -> Option<Buf> {
-        self.bufs.into_iter().next()
+    /// The request's first (usually only) buffer, handed back as the type that went in:
+    /// None if the request had no buffer or `B` is not its type.
+    pub fn into_buf<B: IoBuf>(self) -> Option<B> {
+        self.into_bufs().and_then(|bufs| bufs.into_iter().next())
     }
 
-    /// All of the request's buffers, handed back in order.
-    pub fn into_bufs(self) -> Vec<Buf> {
-        self.bufs
+    /// All of the request's buffers, handed back in order as the type that went in.
+    pub fn into_bufs<B: IoBuf>(self) -> Option<Vec<B>> {
+        self.bufs.into_iter().next()?.into_typed()
     }
 }
+
+/// The identity of one accepted request, as `submit` returns it: what `cancel` takes and
+/// what its [`Completion::id`] says. Unique among the requests of a context in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// The id of the request whose raw identity (a C caller's iocb address) is `obj`.
+    #[doc(hidden)]
+    pub fn from_obj(obj: u64) -> RequestId {
+        RequestId(obj)
+    }
+}
+
+/// Rust requests are numbered with this bit set, so they never take the identity of a C
+/// caller's iocb (a user-space address, below it).
+const RUST_REQUEST: u64 = 1 << 63;
 
 /// A request the context did not accept, with the reason; the caller gets it back whole.
 #[derive(Debug)]
 pub struct SubmitError {
+    /// Why it was not accepted (the errno SPEC §2 names).
     pub error: io::Error,
+    /// The request, whole: never executed.
     pub request: Request,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} request not accepted: {}",
+            self.request.opcode(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for SubmitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 impl From<SubmitError> for io::Error {
@@ -98,12 +152,12 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// An AIO context: a completion ring, an engine, and a lifecycle whose destroy waits.
 ///
-/// ```no_run
+/// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use aioctx::{Context, Request};
 ///
-/// let ctx = Context::new(32)?;
+/// let ctx = Context::builder().depth(32).build()?;
 /// let file = Arc::new(std::fs::File::open("/etc/hostname")?);
 /// ctx.submit_one(Request::read(file, vec![0u8; 4096], 0).data(1))?;
 /// let done = ctx.get_events(1, 1, Some(Duration::from_secs(5)))?;
@@ -114,26 +168,14 @@ pub struct Context {
     core: Arc<Core>,
     engine: Box<dyn Engine>,
     eventfds: KnownEventfds,
+    /// The number of the next Rust request (its `RequestId`); any submitter takes one.
+    next_request: AtomicU64,
 }
 
 impl Context {
-    /// A context for at least `nr_events` requests on the default engine
-    /// (`AIOCTX_ENGINE`, else the best that works here).
-    pub fn new(nr_events: u32) -> io::Result<Context> {
-        Context::with_engine(nr_events, EngineKind::from_env()?)
-    }
-
-    /// A context on a chosen engine. Errors as `io_setup`: `EINVAL` for 0 or an absurd
-    /// size; `EAGAIN` for more than `/proc/sys/fs/aio-max-nr` events.
-    pub fn with_engine(nr_events: u32, kind: EngineKind) -> io::Result<Context> {
-        Context::build(nr_events, |core| engine::open(kind, core))
-    }
-
-    /// A context on the simulator with this configuration (instead of `AIOCTX_SIM`'s).
-    pub fn simulated(nr_events: u32, config: SimConfig) -> io::Result<Context> {
-        Context::build(nr_events, |core| {
-            Ok(Box::new(SimEngine::new(core, config)?))
-        })
+    /// A builder for a context: depth, engine, workers, simulator.
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 
     pub(crate) fn build(
@@ -153,6 +195,7 @@ impl Context {
             core,
             engine,
             eventfds: KnownEventfds::default(),
+            next_request: AtomicU64::new(0),
         })
     }
 
@@ -213,28 +256,30 @@ impl Context {
 
     /// Submits requests from the front of `requests`, as `io_submit`: at most
     /// `capacity()` of them; accepted ones are removed from the vector (they are in
-    /// flight). Returns how many were accepted; an error only if the first failed. The
-    /// requests not accepted stay in `requests`, never executed.
-    pub fn submit(&self, requests: &mut Vec<Request>) -> io::Result<usize> {
+    /// flight). Returns the ids of those accepted, in order; an error only if the first
+    /// failed. The requests not accepted stay in `requests`, never executed.
+    pub fn submit(&self, requests: &mut Vec<Request>) -> io::Result<Vec<RequestId>> {
         let limit = requests.len().min(self.capacity() as usize);
         let mut batch = std::mem::take(requests).into_iter();
         let mut failure = None;
         let accepted = self.batch(|| {
-            let mut accepted = 0;
-            while accepted < limit {
+            let mut accepted = Vec::with_capacity(limit);
+            while accepted.len() < limit {
                 let Some(request) = batch.next() else { break };
-                if let Err(SubmitError { error, request }) = self.submit_one(request) {
-                    requests.push(request);
-                    failure = Some(error);
-                    break;
+                match self.submit_one(request) {
+                    Ok(id) => accepted.push(id),
+                    Err(SubmitError { error, request }) => {
+                        requests.push(request);
+                        failure = Some(error);
+                        break;
+                    }
                 }
-                accepted += 1;
             }
             accepted
         });
         requests.extend(batch);
         match failure {
-            Some(error) if accepted == 0 => Err(error),
+            Some(error) if accepted.is_empty() => Err(error),
             _ => Ok(accepted),
         }
     }
@@ -252,8 +297,8 @@ impl Context {
         engine::with_plug(&*self.engine, submit_all)
     }
 
-    /// Submits one request; on failure it comes back with the error.
-    pub fn submit_one(&self, request: Request) -> Result<(), SubmitError> {
+    /// Submits one request and returns its id; on failure it comes back with the error.
+    pub fn submit_one(&self, request: Request) -> Result<RequestId, SubmitError> {
         match self.admit() {
             Ok(admission) => self.launch(admission, request),
             Err(error) => Err(SubmitError { error, request }),
@@ -266,7 +311,9 @@ impl Context {
     pub fn submit_with(&self, decode: impl FnOnce() -> io::Result<Request>) -> io::Result<()> {
         let admission = self.admit()?;
         let request = decode()?;
-        self.launch(admission, request).map_err(io::Error::from)
+        self.launch(admission, request)
+            .map(drop)
+            .map_err(io::Error::from)
     }
 
     /// The eventfd a C caller's `aio_resfd` names, held open for a request (`EBADF` if it
@@ -296,7 +343,7 @@ impl Context {
 
     /// Checks an admitted request and starts it on the engine; the admission leaves the
     /// gate only once the engine has it (or refused it), so that destroy's cancel finds it.
-    fn launch(&self, admission: Admission<'_>, request: Request) -> Result<(), SubmitError> {
+    fn launch(&self, admission: Admission<'_>, request: Request) -> Result<RequestId, SubmitError> {
         let mut admission = admission;
         let mut request = request;
         if let Err(error) = self.check(&mut request) {
@@ -307,6 +354,8 @@ impl Context {
                 return Err(SubmitError { error, request });
             }
         }
+        let number = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = RequestId(*request.obj.get_or_insert(RUST_REQUEST | number));
         // From here the request's count and slot are the Inflight's to give back.
         admission.slot = false;
         admission.counted = false;
@@ -316,7 +365,7 @@ impl Context {
         {
             Ok(()) => {
                 self.core.counters.submitted.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                Ok(id)
             }
             Err((inflight, error)) => Err(SubmitError {
                 error,
@@ -372,10 +421,13 @@ impl Context {
         timeout: Option<Duration>,
     ) -> io::Result<Vec<Completion>> {
         let mut completions = Vec::new();
-        self.reap(min, max, timeout, None, &mut |event, bufs| {
+        self.reap(min, max, timeout, None, &mut |event, mut bufs| {
+            for buf in &mut bufs {
+                buf.complete(event.res);
+            }
             completions.push(Completion {
                 data: event.data,
-                obj: event.obj,
+                id: RequestId(event.obj),
                 res: event.res,
                 res2: event.res2,
                 bufs,
@@ -467,14 +519,14 @@ impl Context {
         Ok(taken)
     }
 
-    /// Cancels the in-flight request whose identity is `obj`. `Ok` means what the kernel's
-    /// `-EINPROGRESS` means: its event will arrive, with `-ECANCELED` (or its result, if it
-    /// finished first). `EINVAL` if no such request can be cancelled.
-    pub fn cancel(&self, obj: u64) -> io::Result<()> {
+    /// Cancels the in-flight request `id`. `Ok` means what the kernel's `-EINPROGRESS`
+    /// means: its event will arrive, with `-ECANCELED` (or its result, if it finished
+    /// first). `EINVAL` if no such request can be cancelled (or it was answered before).
+    pub fn cancel(&self, id: RequestId) -> io::Result<()> {
         if !self.core.lifecycle.is_live() {
             return Err(errno(libc::EINVAL));
         }
-        self.engine.cancel(obj)
+        self.engine.cancel(id.0)
     }
 
     /// Destroys the context: when this returns, no request of it will ever touch caller
@@ -526,6 +578,89 @@ impl std::fmt::Debug for Context {
             .field("state", &self.state())
             .field("in_flight", &self.in_flight())
             .finish()
+    }
+}
+
+/// How to make a [`Context`]. Whatever is not set comes from the environment, which is
+/// the one place the CLI and the drop-in `libaio.so.1` are configured:
+///
+/// | variable | default of | meaning |
+/// |---|---|---|
+/// | `AIOCTX_ENGINE` | [`Builder::engine`] | `auto` (unset), `uring`, `kaio`, `threads` or `sim` |
+/// | `AIOCTX_SIM` | [`Builder::simulator`] | the simulator's configuration, as [`SimConfig`]'s `FromStr` reads it |
+/// | `AIOCTX_WORKERS` | [`Builder::workers`] | the shared thread pool's size (32 if unset) |
+///
+/// ```
+/// use aioctx::{Context, EngineKind};
+/// let ctx = Context::builder().depth(64).engine(EngineKind::Threads).build()?;
+/// assert!(ctx.capacity() >= 64);
+/// assert_eq!(ctx.engine(), EngineKind::Threads);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until build()"]
+pub struct Builder {
+    depth: u32,
+    engine: Option<EngineKind>,
+    workers: Option<usize>,
+    simulator: Option<SimConfig>,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            depth: 128,
+            engine: None,
+            workers: None,
+            simulator: None,
+        }
+    }
+}
+
+impl Builder {
+    /// How many requests may be in flight or unreaped at once, at least (128 if unset).
+    pub fn depth(mut self, nr_events: u32) -> Builder {
+        self.depth = nr_events;
+        self
+    }
+
+    /// The engine (else `AIOCTX_ENGINE`, else the best that works here).
+    pub fn engine(mut self, kind: EngineKind) -> Builder {
+        self.engine = Some(kind);
+        self
+    }
+
+    /// The most threads the shared worker pool runs. The pool serves every context of the
+    /// process, so this sets it for all of them; the last setting wins.
+    pub fn workers(mut self, workers: usize) -> Builder {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Runs the context on the simulator with this configuration (the engine is `Sim`).
+    pub fn simulator(mut self, config: SimConfig) -> Builder {
+        self.simulator = Some(config);
+        self.engine = Some(EngineKind::Sim);
+        self
+    }
+
+    /// Makes the context. Errors as `io_setup`: `EINVAL` for a depth of 0 or an absurd
+    /// one; `EAGAIN` for more than `/proc/sys/fs/aio-max-nr` events; an unknown
+    /// `AIOCTX_ENGINE` or `AIOCTX_SIM`: `InvalidInput`.
+    pub fn build(self) -> io::Result<Context> {
+        if let Some(workers) = self.workers.filter(|&n| n > 0) {
+            engine::pool::set_workers(workers);
+        }
+        let kind = match self.engine {
+            Some(kind) => kind,
+            None => EngineKind::from_env()?,
+        };
+        match (kind, self.simulator) {
+            (EngineKind::Sim, Some(config)) => Context::build(self.depth, |core| {
+                Ok(Box::new(SimEngine::new(core, config)?))
+            }),
+            _ => Context::build(self.depth, |core| engine::open(kind, core)),
+        }
     }
 }
 
@@ -638,13 +773,21 @@ mod tests {
 
     #[test]
     fn a_panic_in_the_simulators_completion_does_not_hang_destroy() {
-        let ctx = Context::simulated(8, SimConfig::default()).unwrap();
+        let ctx = Context::builder()
+            .depth(8)
+            .simulator(SimConfig::default())
+            .build()
+            .unwrap();
         a_panic_in_completion_does_not_hang_destroy(ctx, 0x5eed_0002);
     }
 
     #[test]
     fn a_panic_in_the_thread_pools_completion_does_not_hang_destroy() {
-        let ctx = Context::with_engine(8, EngineKind::Threads).unwrap();
+        let ctx = Context::builder()
+            .depth(8)
+            .engine(EngineKind::Threads)
+            .build()
+            .unwrap();
         a_panic_in_completion_does_not_hang_destroy(ctx, 0x5eed_0003);
     }
 
@@ -659,7 +802,11 @@ mod tests {
 
     #[test]
     fn get_events_with_the_longest_timeout_waits_without_limit() {
-        let ctx = Context::simulated(8, SimConfig::default()).unwrap();
+        let ctx = Context::builder()
+            .depth(8)
+            .simulator(SimConfig::default())
+            .build()
+            .unwrap();
         ctx.submit_one(Request::noop().data(9)).unwrap();
         let events = ctx.get_events(1, 1, Some(Duration::MAX)).unwrap();
         assert_eq!(events[0].data, 9);

@@ -3,21 +3,21 @@
 //! destroy returns, nothing of that context will ever touch the caller's memory again**,
 //! on every engine, also when several threads destroy at once.
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use aioctx::{Context, Request};
 //!
-//! let ctx = Context::new(64)?;
+//! let ctx = Context::builder().depth(64).build()?;
 //! let file = Arc::new(std::fs::File::open("/etc/hostname")?);
 //! let mut batch = vec![
 //!     Request::read(file.clone(), vec![0u8; 512], 0).data(1),
 //!     Request::read(file, vec![0u8; 512], 512).data(2),
 //! ];
-//! let accepted = ctx.submit(&mut batch)?;
+//! let accepted = ctx.submit(&mut batch)?.len();
 //! for done in ctx.get_events(accepted, accepted, Some(Duration::from_secs(5)))? {
 //!     println!("request {} read {:?} bytes", done.data, done.result());
-//!     let _buffer = done.into_buf();
+//!     let _buffer: Option<Vec<u8>> = done.into_buf();
 //! }
 //! ctx.destroy()?; // returns once nothing of ctx is in flight
 //! # Ok::<(), std::io::Error>(())
@@ -40,14 +40,21 @@ mod request;
 mod ring;
 mod sync;
 pub mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
-pub use buf::{AlignedBuf, Buf};
-pub use context::{Completion, Context, Stats, SubmitError};
+pub use buf::{AlignedBuf, IoBuf, IoBufMut};
+pub use context::{Builder, Completion, Context, RequestId, Stats, SubmitError};
 pub use engine::sim::{CrashAt, Latency, SimConfig, SimMachine};
 pub use engine::{EngineKind, Probe};
 pub use lifecycle::State;
 pub use request::{LentFd, Opcode, RawParts, Request, RwFlags};
 pub use sys::mem::SharedMem;
+
+/// The README's Rust example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExample;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use crate::buf::{Buf, Buffers};
+use crate::buf::{Buf, Buffers, IoBuf, IoBufMut};
 use crate::sys::abi;
 use crate::sys::fd::{dup_raw, OpenMode};
 use crate::sys::mem::SharedMem;
@@ -105,7 +105,7 @@ impl std::ops::BitOr for RwFlags {
 
 /// One I/O request, built by a Rust caller or decoded from a C iocb.
 ///
-/// ```no_run
+/// ```
 /// # use std::sync::Arc;
 /// use aioctx::Request;
 /// let file = Arc::new(std::fs::File::open("/etc/hostname")?);
@@ -151,36 +151,29 @@ impl Request {
         }
     }
 
-    /// Reads `buf.len()` bytes at `offset` into `buf`.
-    pub fn read(file: Arc<File>, buf: impl Into<Buf>, offset: u64) -> Request {
-        let buffers = Buffers::Owned(vec![buf.into()]);
+    /// Reads up to `buf.bytes_total()` bytes at `offset` into `buf` (for a `Vec`, its
+    /// whole capacity); the completion hands `buf` back with the bytes read initialized.
+    pub fn read<B: IoBufMut>(file: Arc<File>, buf: B, offset: u64) -> Request {
+        let buffers = Buffers::Owned(Buf::filled(vec![buf]));
         Request::new(Opcode::Pread, Some(file), buffers, offset as i64)
     }
 
-    /// Writes all of `buf` at `offset`.
-    pub fn write(file: Arc<File>, buf: impl Into<Buf>, offset: u64) -> Request {
-        let buffers = Buffers::Owned(vec![buf.into()]);
+    /// Writes the initialized bytes of `buf` (`buf.bytes_init()`) at `offset`.
+    pub fn write<B: IoBuf>(file: Arc<File>, buf: B, offset: u64) -> Request {
+        let buffers = Buffers::Owned(Buf::sent(vec![buf]));
         Request::new(Opcode::Pwrite, Some(file), buffers, offset as i64)
     }
 
     /// Reads into each buffer in turn, starting at `offset`.
-    pub fn readv(file: Arc<File>, bufs: Vec<Buf>, offset: u64) -> Request {
-        Request::new(
-            Opcode::Preadv,
-            Some(file),
-            Buffers::Owned(bufs),
-            offset as i64,
-        )
+    pub fn readv<B: IoBufMut>(file: Arc<File>, bufs: Vec<B>, offset: u64) -> Request {
+        let buffers = Buffers::Owned(Buf::filled(bufs));
+        Request::new(Opcode::Preadv, Some(file), buffers, offset as i64)
     }
 
     /// Writes each buffer in turn, starting at `offset`.
-    pub fn writev(file: Arc<File>, bufs: Vec<Buf>, offset: u64) -> Request {
-        Request::new(
-            Opcode::Pwritev,
-            Some(file),
-            Buffers::Owned(bufs),
-            offset as i64,
-        )
+    pub fn writev<B: IoBuf>(file: Arc<File>, bufs: Vec<B>, offset: u64) -> Request {
+        let buffers = Buffers::Owned(Buf::sent(bufs));
+        Request::new(Opcode::Pwritev, Some(file), buffers, offset as i64)
     }
 
     /// Reads into `range` of shared memory the caller keeps (`EINVAL` if the range is
@@ -241,14 +234,15 @@ impl Request {
         Request::new(Opcode::Noop, None, Buffers::None, 0)
     }
 
-    /// The caller's tag, returned in the event's `data`. It is also the request's identity
-    /// for `cancel` unless `obj` sets another.
+    /// The caller's tag, returned in the completion's `data`; aioctx gives it no meaning.
     pub fn data(mut self, data: u64) -> Request {
         self.data = data;
         self
     }
 
-    /// The request's identity (the event's `obj`, the key `cancel` looks for).
+    /// The request's raw identity (the event's `obj`, the key `cancel` looks for), for the
+    /// C ABI; Rust requests are numbered by submit.
+    #[doc(hidden)]
     pub fn obj(mut self, obj: u64) -> Request {
         self.obj = Some(obj);
         self
@@ -314,9 +308,16 @@ impl Request {
         Ok(())
     }
 
-    /// Gives back the buffers of a request that was never accepted.
-    pub fn into_bufs(self) -> Vec<Buf> {
-        self.buffers.into_owned()
+    /// Gives back the buffer of a request that was never accepted, as the type that went
+    /// in (None if it had none, or `B` is another type).
+    pub fn into_buf<B: IoBuf>(self) -> Option<B> {
+        self.into_bufs().and_then(|bufs| bufs.into_iter().next())
+    }
+
+    /// Gives back all the buffers of a request that was never accepted, in order.
+    pub fn into_bufs<B: IoBuf>(self) -> Option<Vec<B>> {
+        let owned = self.buffers.into_owned().into_iter().next()?;
+        owned.into_typed()
     }
 }
 

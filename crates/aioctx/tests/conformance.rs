@@ -11,13 +11,17 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use aioctx::sys::abi::{AioRingHeader, AIO_RING_MAGIC};
-use aioctx::{AlignedBuf, Buf, Context, EngineKind, Request, RwFlags, SharedMem, State};
+use aioctx::{AlignedBuf, Context, EngineKind, Request, RequestId, RwFlags, SharedMem, State};
 use common::*;
 
 const FIVE_SECONDS: Option<Duration> = Some(Duration::from_secs(5));
 
 fn ctx(engine: EngineKind, nr: u32) -> Context {
-    let ctx = Context::with_engine(nr, engine).expect("context");
+    let ctx = Context::builder()
+        .depth(nr)
+        .engine(engine)
+        .build()
+        .expect("context");
     assert_eq!(ctx.engine(), engine);
     ctx
 }
@@ -30,7 +34,13 @@ fn errno_of_submit(ctx: &Context, request: Request) -> i32 {
 
 fn setup_rejects_zero_events(engine: EngineKind) {
     assert_eq!(
-        errno_of(&Context::with_engine(0, engine).unwrap_err()),
+        errno_of(
+            &Context::builder()
+                .depth(0)
+                .engine(engine)
+                .build()
+                .unwrap_err()
+        ),
         libc::EINVAL
     );
 }
@@ -38,11 +48,23 @@ fn setup_rejects_zero_events(engine: EngineKind) {
 fn setup_rejects_absurd_size(engine: EngineKind) {
     let too_many = (0x1000_0000 / 32) + 1;
     assert_eq!(
-        errno_of(&Context::with_engine(too_many, engine).unwrap_err()),
+        errno_of(
+            &Context::builder()
+                .depth(too_many)
+                .engine(engine)
+                .build()
+                .unwrap_err()
+        ),
         libc::EINVAL
     );
     assert_eq!(
-        errno_of(&Context::with_engine(u32::MAX, engine).unwrap_err()),
+        errno_of(
+            &Context::builder()
+                .depth(u32::MAX)
+                .engine(engine)
+                .build()
+                .unwrap_err()
+        ),
         libc::EINVAL
     );
 }
@@ -54,7 +76,11 @@ fn setup_beyond_aio_max_nr_is_eagain(engine: EngineKind) {
         .parse()
         .unwrap();
     if max < 0x1000_0000 / 32 {
-        let err = Context::with_engine(max as u32 + 1, engine).unwrap_err();
+        let err = Context::builder()
+            .depth(max as u32 + 1)
+            .engine(engine)
+            .build()
+            .unwrap_err();
         assert_eq!(errno_of(&err), libc::EAGAIN);
     }
     // Many contexts may together hold far more than aio-max-nr.
@@ -84,7 +110,7 @@ fn ring_has_the_kernel_layout(engine: EngineKind) {
 
 fn submit_of_nothing_returns_zero(engine: EngineKind) {
     let ctx = ctx(engine, 8);
-    assert_eq!(ctx.submit(&mut Vec::new()).unwrap(), 0);
+    assert!(ctx.submit(&mut Vec::new()).unwrap().is_empty());
 }
 
 fn batch_is_clamped_to_the_ring(engine: EngineKind) {
@@ -93,7 +119,7 @@ fn batch_is_clamped_to_the_ring(engine: EngineKind) {
     let mut batch: Vec<Request> = (0..cap + 5)
         .map(|i| Request::noop().data(i as u64))
         .collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), cap);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), cap);
     assert_eq!(
         batch.len(),
         5,
@@ -105,7 +131,7 @@ fn full_ring_is_eagain_until_events_are_reaped(engine: EngineKind) {
     let ctx = ctx(engine, 4);
     let cap = ctx.capacity() as usize;
     let mut batch: Vec<Request> = (0..cap).map(|i| Request::noop().data(i as u64)).collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), cap);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), cap);
     assert_eq!(errno_of_submit(&ctx, Request::noop()), libc::EAGAIN);
     assert_eq!(ctx.get_events(1, 1, FIVE_SECONDS).unwrap().len(), 1);
     ctx.submit_one(Request::noop())
@@ -121,7 +147,7 @@ fn failure_mid_batch_returns_count_before_it(engine: EngineKind) {
         Request::write(read_only.clone(), vec![1u8; 16], 0).data(2),
         Request::noop().data(3),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 1);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 1);
     assert_eq!(batch.len(), 2, "the failed request and the rest come back");
     assert_eq!(batch[0].key(), 2);
     let events = ctx.get_events(1, 8, FIVE_SECONDS).unwrap();
@@ -216,14 +242,9 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
     let ctx = ctx(engine, 16);
     let mut batch = vec![
         Request::write(rw.clone(), vec![0xaa; 4096], 0).data(1),
-        Request::writev(
-            rw.clone(),
-            vec![Buf::from(vec![0xbb; 100]), Buf::from(vec![0xcc; 50])],
-            4096,
-        )
-        .data(2),
+        Request::writev(rw.clone(), vec![vec![0xbb; 100], vec![0xcc; 50]], 4096).data(2),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 2);
     let events = ctx.get_events(2, 2, FIVE_SECONDS).unwrap();
     let mut results: Vec<(u64, i64)> = events.iter().map(|e| (e.data, e.res)).collect();
     results.sort();
@@ -231,24 +252,23 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
 
     let mut batch = vec![
         Request::read(rw.clone(), vec![0u8; 4096], 0).data(3),
-        Request::readv(
-            rw.clone(),
-            vec![Buf::from(vec![0u8; 120]), Buf::from(vec![0u8; 30])],
-            4096,
-        )
-        .data(4),
+        Request::readv(rw.clone(), vec![vec![0u8; 120], vec![0u8; 30]], 4096).data(4),
         Request::read(rw.clone(), Box::from(vec![0u8; 10]), 2 * 4096).data(5),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 3);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 3);
     for event in ctx.get_events(3, 3, FIVE_SECONDS).unwrap() {
         match event.data {
             3 => {
                 assert_eq!(event.res, 4096);
-                assert!(event.into_buf().unwrap().iter().all(|&b| b == 0xaa));
+                assert!(event
+                    .into_buf::<Vec<u8>>()
+                    .unwrap()
+                    .iter()
+                    .all(|&b| b == 0xaa));
             }
             4 => {
                 assert_eq!(event.res, 150);
-                let bufs = event.into_bufs();
+                let bufs = event.into_bufs::<Vec<u8>>().unwrap();
                 assert!(bufs[0][..100].iter().all(|&b| b == 0xbb));
                 assert!(bufs[0][100..].iter().all(|&b| b == 0xcc));
                 assert!(bufs[1][..30].iter().all(|&b| b == 0xcc));
@@ -256,7 +276,7 @@ fn reads_and_writes_round_trip(engine: EngineKind) {
             5 => {
                 let expected: Vec<u8> = (2 * 4096..2 * 4096 + 10).map(pattern).collect();
                 assert_eq!(event.res, 10);
-                assert_eq!(&event.into_buf().unwrap()[..], &expected[..]);
+                assert_eq!(&event.into_buf::<Box<[u8]>>().unwrap()[..], &expected[..]);
             }
             other => panic!("unexpected event {other}"),
         }
@@ -281,7 +301,7 @@ fn fsync_fdsync_and_noop_complete_with_zero(engine: EngineKind) {
         Request::fdsync(rw).data(2),
         Request::noop().data(3),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 3);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 3);
     let events = ctx.get_events(3, 3, FIVE_SECONDS).unwrap();
     assert!(
         events.iter().all(|e| e.res == 0 && e.res2 == 0),
@@ -289,12 +309,18 @@ fn fsync_fdsync_and_noop_complete_with_zero(engine: EngineKind) {
     );
 }
 
-fn event_carries_data_and_obj(engine: EngineKind) {
+fn event_carries_data_and_its_request_id(engine: EngineKind) {
     let ctx = ctx(engine, 8);
-    ctx.submit_one(Request::noop().data(42).obj(0xfeed))
-        .unwrap();
-    let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
-    assert_eq!((event.data, event.obj), (42, 0xfeed));
+    let first = ctx.submit_one(Request::noop().data(42)).unwrap();
+    let second = ctx.submit_one(Request::noop().data(42)).unwrap();
+    assert_ne!(
+        first, second,
+        "one id per accepted request, whatever its data"
+    );
+    let mut events = ctx.get_events(2, 2, FIVE_SECONDS).unwrap();
+    events.sort_by_key(|e| e.id());
+    let seen: Vec<_> = events.iter().map(|e| (e.data, e.id())).collect();
+    assert_eq!(seen, [(42, first), (42, second)]);
 }
 
 fn direct_io_round_trips_with_aligned_buffers(engine: EngineKind) {
@@ -314,7 +340,11 @@ fn direct_io_round_trips_with_aligned_buffers(engine: EngineKind) {
     .unwrap();
     let event = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
     assert_eq!(event.res, 8192);
-    assert!(event.into_buf().unwrap().iter().all(|&b| b == 0x77));
+    assert!(event
+        .into_buf::<AlignedBuf>()
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0x77));
 }
 
 fn misaligned_direct_io_is_einval(engine: EngineKind) {
@@ -328,7 +358,7 @@ fn misaligned_direct_io_is_einval(engine: EngineKind) {
     );
     let res = match ctx.submit_one(request) {
         Err(e) => -(errno_of(&e.error) as i64),
-        Ok(()) => ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0].res,
+        Ok(_) => ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0].res,
     };
     assert_eq!(res, -(libc::EINVAL as i64));
 }
@@ -354,7 +384,7 @@ fn resfd_is_signalled_after_the_event_is_in_the_ring(engine: EngineKind) {
     let mut batch: Vec<Request> = (0..20)
         .map(|i| Request::noop().data(i).eventfd(efd.clone()))
         .collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 20);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 20);
     let mut reaped = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     while reaped < 20 && Instant::now() < deadline {
@@ -554,7 +584,7 @@ fn many_threads_submit_and_reap_at_once(engine: EngineKind) {
                     let mut request = Request::read(rf.clone(), vec![0u8; 4096], offset);
                     loop {
                         match ctx.submit_one(request) {
-                            Ok(()) => break,
+                            Ok(_) => break,
                             Err(e) if errno_of(&e.error) == libc::EAGAIN => {
                                 request = e.request;
                                 let n = ctx.get_events(1, 16, FIVE_SECONDS).unwrap();
@@ -591,32 +621,36 @@ fn a_batch_holds_back_only_its_own_context(engine: EngineKind) {
 
 // ---- io_cancel ----
 
-fn cancel_of_unknown_request_is_einval(engine: EngineKind) {
+fn cancel_of_a_request_no_longer_in_flight_is_einval(engine: EngineKind) {
     let ctx = ctx(engine, 8);
-    assert_eq!(errno_of(&ctx.cancel(1234).unwrap_err()), libc::EINVAL);
+    let done = ctx.submit_one(Request::noop()).unwrap();
+    ctx.get_events(1, 1, FIVE_SECONDS).unwrap();
+    assert_eq!(errno_of(&ctx.cancel(done).unwrap_err()), libc::EINVAL);
 }
 
 fn cancel_of_a_poll_delivers_ecanceled(engine: EngineKind) {
     let (r, _w) = pipe();
     let ctx = ctx(engine, 8);
-    ctx.submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
+    let poll = ctx
+        .submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
         .unwrap();
-    ctx.cancel(5).expect("a poll is cancellable (in progress)");
+    ctx.cancel(poll)
+        .expect("a poll is cancellable (in progress)");
     let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
     assert_eq!((event.data, event.res), (5, -(libc::ECANCELED as i64)));
     assert_eq!(
-        errno_of(&ctx.cancel(5).unwrap_err()),
+        errno_of(&ctx.cancel(poll).unwrap_err()),
         libc::EINVAL,
         "already done"
     );
 }
 
-/// Cancels `obj` `times` times in a row; how many answered `Ok` (`-EINPROGRESS`). Every
+/// Cancels `id` `times` times in a row; how many answered `Ok` (`-EINPROGRESS`). Every
 /// other answer must be `EINVAL`.
-fn cancel_repeatedly(ctx: &Context, obj: u64, times: usize) -> usize {
+fn cancel_repeatedly(ctx: &Context, id: RequestId, times: usize) -> usize {
     let mut in_progress = 0;
     for _ in 0..times {
-        match ctx.cancel(obj) {
+        match ctx.cancel(id) {
             Ok(()) => in_progress += 1,
             Err(e) => assert_eq!(errno_of(&e), libc::EINVAL, "cancel answered {e}"),
         }
@@ -627,10 +661,11 @@ fn cancel_repeatedly(ctx: &Context, obj: u64, times: usize) -> usize {
 fn a_poll_answers_cancel_once(engine: EngineKind) {
     let (r, _w) = pipe();
     let ctx = ctx(engine, 8);
-    ctx.submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
+    let poll = ctx
+        .submit_one(Request::poll(r, libc::POLLIN as u16).data(5))
         .unwrap();
     assert_eq!(
-        cancel_repeatedly(&ctx, 5, 1000),
+        cancel_repeatedly(&ctx, poll, 1000),
         1,
         "one -EINPROGRESS, then EINVAL"
     );
@@ -654,8 +689,8 @@ fn a_direct_read_answers_cancel_at_most_once(engine: EngineKind) {
             AlignedBuf::page_aligned(64 * 1024).unwrap(),
             (round % 16) * 64 * 1024,
         );
-        ctx.submit_one(read.data(round)).unwrap();
-        let in_progress = cancel_repeatedly(&ctx, round, 1000);
+        let id = ctx.submit_one(read.data(round)).unwrap();
+        let in_progress = cancel_repeatedly(&ctx, id, 1000);
         assert!(
             in_progress <= 1,
             "round {round}: {in_progress} cancels in progress"
@@ -810,6 +845,89 @@ fn context_is_send_and_sync(_engine: EngineKind) {
     assert_send_sync::<Request>();
 }
 
+/// Writes `buf` at `at` and reads the bytes back into `into`: both come back as themselves.
+fn round_trip<W, R>(ctx: &Context, file: &Arc<std::fs::File>, buf: W, into: R, at: u64) -> (W, R)
+where
+    W: aioctx::IoBuf,
+    R: aioctx::IoBufMut,
+{
+    let len = buf.bytes_init();
+    ctx.submit_one(Request::write(file.clone(), buf, at))
+        .unwrap();
+    let done = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
+    assert_eq!(done.result().unwrap(), len);
+    let written = done.into_buf::<W>().expect("the write's buffer, as itself");
+    ctx.submit_one(Request::read(file.clone(), into, at))
+        .unwrap();
+    let done = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
+    assert_eq!(done.result().unwrap(), len);
+    (
+        written,
+        done.into_buf::<R>().expect("the read's buffer, as itself"),
+    )
+}
+
+fn every_buffer_type_round_trips_as_itself(engine: EngineKind) {
+    let file = temp_file(0);
+    let rw = open(&file, true, true);
+    let ctx = ctx(engine, 8);
+    let (w, r) = round_trip(&ctx, &rw, vec![1u8; 100], Vec::with_capacity(100), 0);
+    assert_eq!((&w[..], &r[..]), (&[1u8; 100][..], &[1u8; 100][..]));
+    let (w, r) = round_trip(
+        &ctx,
+        &rw,
+        Box::<[u8]>::from(&[2u8; 64][..]),
+        Box::<[u8]>::from(&[0u8; 64][..]),
+        0,
+    );
+    assert_eq!((&w[..], &r[..]), (&[2u8; 64][..], &[2u8; 64][..]));
+    let mut aligned = AlignedBuf::page_aligned(4096).unwrap();
+    aligned.fill(3);
+    let (w, r) = round_trip(
+        &ctx,
+        &rw,
+        aligned,
+        AlignedBuf::page_aligned(4096).unwrap(),
+        0,
+    );
+    assert!(w.iter().chain(r.iter()).all(|&b| b == 3));
+    static WRITTEN: &[u8] = b"static bytes";
+    let into: &'static mut [u8] = Box::leak(vec![0u8; WRITTEN.len()].into_boxed_slice());
+    let (w, r) = round_trip(&ctx, &rw, WRITTEN, into, 0);
+    assert_eq!((w, &r[..]), (WRITTEN, WRITTEN));
+    let from: &'static mut [u8] = Box::leak(vec![4u8; 32].into_boxed_slice());
+    let (w, r) = round_trip(&ctx, &rw, from, vec![0u8; 32], 0);
+    assert_eq!((&w[..], &r[..]), (&[4u8; 32][..], &[4u8; 32][..]));
+    #[cfg(feature = "bytes")]
+    {
+        let (w, r) = round_trip(
+            &ctx,
+            &rw,
+            bytes::Bytes::from_static(b"bytes"),
+            bytes::BytesMut::with_capacity(5),
+            0,
+        );
+        assert_eq!((&w[..], &r[..]), (&b"bytes"[..], &b"bytes"[..]));
+        let (w, r) = round_trip(
+            &ctx,
+            &rw,
+            bytes::BytesMut::from(&b"mut"[..]),
+            vec![0u8; 3],
+            0,
+        );
+        assert_eq!((&w[..], &r[..]), (&b"mut"[..], &b"mut"[..]));
+    }
+}
+
+fn a_buffer_asked_for_as_another_type_is_not_handed_back(engine: EngineKind) {
+    let file = temp_file(16);
+    let ctx = ctx(engine, 8);
+    ctx.submit_one(Request::read(open(&file, true, false), vec![0u8; 16], 0))
+        .unwrap();
+    let done = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
+    assert!(done.into_buf::<Box<[u8]>>().is_none());
+}
+
 macro_rules! engines {
     ($($engine:ident => $kind:expr),* $(,)?) => {
         const COVERED: &[EngineKind] = &[$($kind),*];
@@ -827,7 +945,7 @@ macro_rules! engines {
                 resfd_that_is_not_an_eventfd_is_einval, submit_after_destroy_is_einval,
                 shared_range_outside_memory_is_einval, reads_and_writes_round_trip,
                 short_read_at_end_of_file_is_not_an_error,
-                fsync_fdsync_and_noop_complete_with_zero, event_carries_data_and_obj,
+                fsync_fdsync_and_noop_complete_with_zero, event_carries_data_and_its_request_id,
                 direct_io_round_trips_with_aligned_buffers, misaligned_direct_io_is_einval,
                 poll_completes_with_the_ready_mask,
                 resfd_is_signalled_after_the_event_is_in_the_ring, min_above_max_is_einval,
@@ -839,12 +957,14 @@ macro_rules! engines {
                 eight_waiters_in_get_events_leave_on_destroy,
                 every_waiter_wakes_for_posted_events,
                 many_threads_submit_and_reap_at_once, a_batch_holds_back_only_its_own_context,
-                cancel_of_unknown_request_is_einval,
+                cancel_of_a_request_no_longer_in_flight_is_einval,
                 cancel_of_a_poll_delivers_ecanceled, a_poll_answers_cancel_once,
                 a_direct_read_answers_cancel_at_most_once, destroy_leaves_nothing_in_flight,
                 destroy_cancels_polls_that_never_fire, two_concurrent_destroyers,
                 eight_concurrent_destroyers, second_destroy_returns_einval, drop_is_destroy,
-                forgotten_context_keeps_request_memory_alive, context_is_send_and_sync);
+                forgotten_context_keeps_request_memory_alive, context_is_send_and_sync,
+                every_buffer_type_round_trips_as_itself,
+                a_buffer_asked_for_as_another_type_is_not_handed_back);
         })*
     };
     (@tests $kind:expr; $($test:ident),*) => {
@@ -865,4 +985,18 @@ engines! {
 #[test]
 fn every_engine_is_covered() {
     assert_eq!(COVERED, &EngineKind::ALL[..]);
+}
+
+#[test]
+fn a_submit_error_is_an_error_that_says_why() {
+    let ctx = Context::builder()
+        .depth(8)
+        .engine(EngineKind::Threads)
+        .build()
+        .unwrap();
+    ctx.destroy().unwrap();
+    let refused = ctx.submit_one(Request::noop()).unwrap_err();
+    let source = std::error::Error::source(&refused).map(|e| e.to_string());
+    assert_eq!(source, Some(refused.error.to_string()));
+    assert!(refused.to_string().contains("Noop"), "{refused}");
 }

@@ -19,7 +19,11 @@ fn context() -> (MutexGuard<'static, ()>, Context) {
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     (
         guard,
-        Context::with_engine(16, EngineKind::Threads).unwrap(),
+        Context::builder()
+            .depth(16)
+            .engine(EngineKind::Threads)
+            .build()
+            .unwrap(),
     )
 }
 

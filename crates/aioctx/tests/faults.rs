@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aioctx::{AlignedBuf, Context, EngineKind, Request};
+use aioctx::{AlignedBuf, Context, EngineKind, Request, RequestId};
 use common::*;
 
 const FIVE_SECONDS: Option<Duration> = Some(Duration::from_secs(5));
@@ -41,7 +41,7 @@ fn install_handler() {
 
 fn signal_interrupts_get_events_and_the_event_still_comes(engine: EngineKind) {
     install_handler();
-    let ctx = Context::with_engine(8, engine).unwrap();
+    let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
     let (reader, mut writer) = pipe();
     ctx.submit_one(Request::poll(reader.clone(), libc::POLLIN as u16).data(1))
         .unwrap();
@@ -71,7 +71,10 @@ fn signal_interrupts_get_events_and_the_event_still_comes(engine: EngineKind) {
     assert_eq!(events.len(), 2, "{engine}: both events after EINTR");
     assert!(events[0].res & libc::POLLIN as i64 != 0, "{:?}", events[0]);
     assert_eq!(events[1].res, 1);
-    assert_eq!(&events.pop().unwrap().into_buf().unwrap()[..], b"x");
+    assert_eq!(
+        &events.pop().unwrap().into_buf::<Vec<u8>>().unwrap()[..],
+        b"x"
+    );
     ctx.destroy().unwrap();
 }
 
@@ -100,7 +103,7 @@ fn wait_child(pid: libc::pid_t) -> i32 {
 /// drop returns without touching the parent's engine, and a context of the child's own
 /// works. Exit status 0 if so, else the number of the failing check. Uses no test machinery
 /// (the child has only this thread).
-fn in_forked_child(parents: Context, file: &Arc<std::fs::File>) -> i32 {
+fn in_forked_child(parents: Context, ids: &[RequestId], file: &Arc<std::fs::File>) -> i32 {
     let einval = |result: std::io::Result<()>| errno_of(&result.unwrap_err()) == libc::EINVAL;
     let mut batch = vec![Request::read(file.clone(), vec![0u8; 4096], 0).data(999)];
     match parents.submit(&mut batch) {
@@ -122,7 +125,7 @@ fn in_forked_child(parents: Context, file: &Arc<std::fs::File>) -> i32 {
     if !einval(parents.get_events(1, 64, None).map(drop)) {
         return 4;
     }
-    if !einval(parents.cancel(0)) || !einval(parents.cancel(PIPE_READ)) {
+    if !einval(parents.cancel(ids[0])) || !einval(parents.cancel(ids[64])) {
         return 5;
     }
     if !einval(parents.destroy()) {
@@ -134,7 +137,7 @@ fn in_forked_child(parents: Context, file: &Arc<std::fs::File>) -> i32 {
     let engine = parents.engine();
     // Drop (destroy) of the copy returns at once and leaves the parent's engine alone.
     drop(parents);
-    let Ok(own) = Context::with_engine(8, engine) else {
+    let Ok(own) = Context::builder().depth(8).engine(engine).build() else {
         return 10;
     };
     if own
@@ -145,7 +148,12 @@ fn in_forked_child(parents: Context, file: &Arc<std::fs::File>) -> i32 {
     }
     match own.get_events(1, 1, FIVE_SECONDS) {
         Ok(events) if events.len() == 1 && events[0].res == 4096 => {
-            let buf = events.into_iter().next().unwrap().into_buf().unwrap();
+            let buf = events
+                .into_iter()
+                .next()
+                .unwrap()
+                .into_buf::<Vec<u8>>()
+                .unwrap();
             if (0..4096).any(|i| buf[i] != pattern(4096 + i)) {
                 return 12;
             }
@@ -169,7 +177,11 @@ fn forked_child_gets_einval_from_the_parent_context(engine: EngineKind) {
     let direct = open_direct(&data);
     let buffered = open(&data, true, false);
     let (reader, mut writer) = pipe();
-    let ctx = Context::with_engine(128, engine).unwrap();
+    let ctx = Context::builder()
+        .depth(128)
+        .engine(engine)
+        .build()
+        .unwrap();
     let mut batch: Vec<Request> = (0..64u64)
         .map(|i| {
             let buf = AlignedBuf::page_aligned(65536).unwrap();
@@ -177,12 +189,13 @@ fn forked_child_gets_einval_from_the_parent_context(engine: EngineKind) {
         })
         .collect();
     batch.push(Request::read(reader, vec![0u8; 4], 0).data(PIPE_READ));
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 65);
+    let ids = ctx.submit(&mut batch).unwrap();
+    assert_eq!(ids.len(), 65);
     // SAFETY: the child calls only what `in_forked_child` calls and then _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        let status = in_forked_child(ctx, &buffered);
+        let status = in_forked_child(ctx, &ids, &buffered);
         // SAFETY: ends the child without running the parent's destructors or atexit.
         unsafe { libc::_exit(status) };
     }
@@ -205,8 +218,8 @@ fn forked_child_gets_einval_from_the_parent_context(engine: EngineKind) {
     for event in events {
         let (tag, res) = (event.data, event.res);
         tags.push(tag);
-        let buf = event.into_buf().unwrap();
         if tag == PIPE_READ {
+            let buf = event.into_buf::<Vec<u8>>().unwrap();
             assert_eq!(
                 (res, &buf[..]),
                 (4, &b"pipe"[..]),
@@ -215,6 +228,7 @@ fn forked_child_gets_einval_from_the_parent_context(engine: EngineKind) {
             continue;
         }
         assert_eq!(res, 65536, "{engine}: read {tag}");
+        let buf = event.into_buf::<AlignedBuf>().unwrap();
         let offset = tag as usize * 65536;
         assert!(
             (0..65536)
@@ -241,7 +255,7 @@ fn destroy_cancels_unanswered_stream_reads_promptly(engine: EngineKind) {
         let (reader, writer) = pipe();
         let (socket, peer) = std::os::unix::net::UnixStream::pair().unwrap();
         let socket = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(socket)));
-        let ctx = Context::with_engine(64, engine).unwrap();
+        let ctx = Context::builder().depth(64).engine(engine).build().unwrap();
         for i in 0..8 {
             ctx.submit_one(Request::read(reader.clone(), vec![0u8; 8], 0).data(i))
                 .unwrap();
@@ -269,7 +283,7 @@ fn destroy_lets_go_of_polled_and_waiting_files_before_it_returns(engine: EngineK
         let (reader, writer) = pipe();
         let (socket, peer) = std::os::unix::net::UnixStream::pair().unwrap();
         let socket = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(socket)));
-        let ctx = Context::with_engine(16, engine).unwrap();
+        let ctx = Context::builder().depth(16).engine(engine).build().unwrap();
         for i in 0..4 {
             ctx.submit_one(Request::poll(reader.clone(), libc::POLLIN as u16).data(i))
                 .unwrap();

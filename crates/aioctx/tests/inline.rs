@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aioctx::{Buf, Context, EngineKind, Request, RwFlags};
+use aioctx::{Context, EngineKind, Request, RwFlags};
 use common::*;
 
 const REAL_ENGINES: [EngineKind; 3] = [EngineKind::Uring, EngineKind::Kaio, EngineKind::Threads];
@@ -27,7 +27,7 @@ fn engines() -> Vec<EngineKind> {
 /// Submits `requests`, then takes events without waiting: all of them must be there.
 fn submit_then_reap_without_waiting(ctx: &Context, mut requests: Vec<Request>) -> Vec<i64> {
     let count = requests.len();
-    assert_eq!(ctx.submit(&mut requests).unwrap(), count);
+    assert_eq!(ctx.submit(&mut requests).unwrap().len(), count);
     let done = ctx.get_events(0, count, Some(Duration::ZERO)).unwrap();
     assert_eq!(
         done.len(),
@@ -42,7 +42,7 @@ fn submit_then_reap_without_waiting(ctx: &Context, mut requests: Vec<Request>) -
 fn one_buffered_write_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(8192);
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let write = Request::write(open(&file, false, true), vec![7u8; 256], 100);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![write]), [256]);
         let data = std::fs::read(&file.path).unwrap();
@@ -55,7 +55,7 @@ fn an_o_append_write_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(1000);
         let appending = OpenOptions::new().append(true).open(&file.path).unwrap();
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let write = Request::write(Arc::new(appending), b"tail".to_vec(), 0);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![write]), [4]);
         let data = std::fs::read(&file.path).unwrap();
@@ -67,8 +67,8 @@ fn an_o_append_write_completes_inside_submit() {
 fn a_pwritev_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(4096);
-        let ctx = Context::with_engine(8, engine).unwrap();
-        let bufs: Vec<Buf> = vec![vec![1u8; 100].into(), vec![2u8; 50].into()];
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
+        let bufs = vec![vec![1u8; 100], vec![2u8; 50]];
         let write = Request::writev(open(&file, false, true), bufs, 10);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![write]), [150]);
         let data = std::fs::read(&file.path).unwrap();
@@ -82,7 +82,7 @@ fn a_batch_of_eight_writes_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(8 * 512);
         let out = open(&file, false, true);
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let writes = (0..8)
             .map(|i| Request::write(out.clone(), vec![i as u8 + 1; 512], i * 512).data(i))
             .collect();
@@ -102,7 +102,7 @@ fn a_cached_read_completes_inside_submit() {
     for engine in engines() {
         let file = temp_file(8192);
         std::fs::read(&file.path).unwrap();
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let read = Request::read(open(&file, true, false), vec![0u8; 4096], 4096);
         assert_eq!(submit_then_reap_without_waiting(&ctx, vec![read]), [4096]);
     }
@@ -117,13 +117,13 @@ fn synchronous_writes_still_complete() {
             .custom_flags(libc::O_DSYNC)
             .open(&file.path)
             .unwrap();
-        let ctx = Context::with_engine(8, engine).unwrap();
+        let ctx = Context::builder().depth(8).engine(engine).build().unwrap();
         let plain = open(&file, false, true);
         let mut requests = vec![
             Request::write(Arc::new(o_dsync), vec![3u8; 512], 0),
             Request::write(plain, vec![4u8; 512], 512).rw_flags(RwFlags::DSYNC),
         ];
-        assert_eq!(ctx.submit(&mut requests).unwrap(), 2);
+        assert_eq!(ctx.submit(&mut requests).unwrap().len(), 2);
         let done = ctx.get_events(2, 2, Some(Duration::from_secs(30))).unwrap();
         assert!(done.iter().all(|c| c.res == 512), "{engine:?}");
         let mut back = [0u8; 1024];

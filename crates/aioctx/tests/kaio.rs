@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aioctx::engine::kaio::{KERNEL_EVENTS, MAX_KERNEL_CONTEXTS};
-use aioctx::{AlignedBuf, Buf, Context, EngineKind, Request};
+use aioctx::{AlignedBuf, Context, EngineKind, Request};
 
 const BLOCK: usize = 4096;
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -61,14 +61,18 @@ fn pattern(offset: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn aligned(len: usize, fill: u8) -> Buf {
+fn aligned(len: usize, fill: u8) -> AlignedBuf {
     let mut buf = AlignedBuf::page_aligned(len).unwrap();
     buf.fill(fill);
-    buf.into()
+    buf
 }
 
 fn kaio(depth: u32) -> Context {
-    Context::with_engine(depth, EngineKind::Kaio).unwrap()
+    Context::builder()
+        .depth(depth)
+        .engine(EngineKind::Kaio)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -89,7 +93,7 @@ fn direct_reads_and_writes_round_trip() {
         )
         .data(2),
     ];
-    assert_eq!(ctx.submit(&mut writes).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut writes).unwrap().len(), 2);
     for done in ctx.get_events(2, 2, WAIT).unwrap() {
         let expected = if done.data == 1 { BLOCK } else { 2 * BLOCK };
         assert_eq!(done.result().unwrap(), expected);
@@ -103,13 +107,13 @@ fn direct_reads_and_writes_round_trip() {
         )
         .data(2),
     ];
-    assert_eq!(ctx.submit(&mut reads).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut reads).unwrap().len(), 2);
     let mut done = ctx.get_events(2, 2, WAIT).unwrap();
     done.sort_by_key(|c| c.data);
     let mut read = Vec::new();
     for completion in done {
         assert!(completion.result().unwrap() > 0);
-        for buf in completion.into_bufs() {
+        for buf in completion.into_bufs::<AlignedBuf>().unwrap() {
             read.extend_from_slice(&buf);
         }
     }
@@ -117,10 +121,10 @@ fn direct_reads_and_writes_round_trip() {
     assert_eq!(ctx.stats().fallbacks, 0);
 }
 
-fn aligned_copy(bytes: &[u8]) -> Buf {
+fn aligned_copy(bytes: &[u8]) -> AlignedBuf {
     let mut buf = AlignedBuf::page_aligned(bytes.len()).unwrap();
     buf.copy_from_slice(bytes);
-    buf.into()
+    buf
 }
 
 #[test]
@@ -137,7 +141,7 @@ fn destroy_waits_for_in_flight_direct_reads() {
                     .data(i as u64)
             })
             .collect();
-        assert_eq!(ctx.submit(&mut reads).unwrap(), 32);
+        assert_eq!(ctx.submit(&mut reads).unwrap().len(), 32);
         ctx.destroy().unwrap();
         assert_eq!(ctx.in_flight(), 0);
         let stats = ctx.stats();
@@ -166,7 +170,7 @@ fn destroy_leaves_no_direct_write_in_flight() {
                             Request::write(file.clone(), aligned(BLOCK, round as u8), at)
                         })
                         .collect();
-                    assert_eq!(ctx.submit(&mut writes).unwrap(), DEPTH);
+                    assert_eq!(ctx.submit(&mut writes).unwrap().len(), DEPTH);
                     ctx.destroy().unwrap();
                     // Any write of this context still in flight would land on the canary.
                     let mut block = AlignedBuf::page_aligned(canary.len()).unwrap();
@@ -201,8 +205,9 @@ fn kernel_file_reads_cannot_be_cancelled() {
             Request::read(file.clone(), aligned(128 * BLOCK, 0), at).data(i as u64)
         })
         .collect();
-    assert_eq!(ctx.submit(&mut reads).unwrap(), 32);
-    let error = ctx.cancel(31).unwrap_err();
+    let ids = ctx.submit(&mut reads).unwrap();
+    assert_eq!(ids.len(), 32);
+    let error = ctx.cancel(ids[31]).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EINVAL));
     let done = ctx.get_events(32, 32, WAIT).unwrap();
     assert!(done.iter().all(|c| c.res == (128 * BLOCK) as i64));
@@ -236,13 +241,14 @@ fn kernel_poll_completes_when_ready() {
 fn kernel_poll_is_cancelled_with_ecanceled() {
     let (file, _peer) = socket_pair();
     let ctx = kaio(8);
-    ctx.submit_one(Request::poll(file, libc::POLLIN as u16).data(9))
+    let poll = ctx
+        .submit_one(Request::poll(file, libc::POLLIN as u16).data(9))
         .unwrap();
-    ctx.cancel(9).unwrap();
+    ctx.cancel(poll).unwrap();
     let done = ctx.get_events(1, 1, WAIT).unwrap();
     assert_eq!(done[0].res, -(libc::ECANCELED as i64));
     assert_eq!(
-        ctx.cancel(9).unwrap_err().raw_os_error(),
+        ctx.cancel(poll).unwrap_err().raw_os_error(),
         Some(libc::EINVAL)
     );
     assert_eq!(ctx.stats().cancelled, 1);
@@ -273,7 +279,7 @@ fn socket_reads_do_not_block_submit() {
     std::io::Write::write_all(&mut peer, b"hello").unwrap();
     let done = ctx.get_events(1, 1, WAIT).unwrap().remove(0);
     assert_eq!(done.result().unwrap(), 5);
-    assert_eq!(&done.into_buf().unwrap()[..], b"hello");
+    assert_eq!(&done.into_buf::<Vec<u8>>().unwrap()[..], b"hello");
 }
 
 #[test]
@@ -286,11 +292,14 @@ fn cached_buffered_reads_complete_without_fallback() {
     let mut reads: Vec<Request> = (0..8)
         .map(|i| Request::read(file.clone(), vec![0u8; BLOCK], (i * BLOCK) as u64).data(i as u64))
         .collect();
-    assert_eq!(ctx.submit(&mut reads).unwrap(), 8);
+    assert_eq!(ctx.submit(&mut reads).unwrap().len(), 8);
     for done in ctx.get_events(8, 8, WAIT).unwrap() {
         let at = done.data as usize * BLOCK;
         assert_eq!(done.result().unwrap(), BLOCK);
-        assert_eq!(&done.into_buf().unwrap()[..], &pattern(at, BLOCK)[..]);
+        assert_eq!(
+            &done.into_buf::<Vec<u8>>().unwrap()[..],
+            &pattern(at, BLOCK)[..]
+        );
     }
     assert_eq!(ctx.stats().fallbacks, 0);
 }
@@ -304,20 +313,20 @@ fn buffered_writes_and_syncs_complete() {
         Request::write(file.clone(), vec![1u8; BLOCK], 0).data(1),
         Request::writev(
             file.clone(),
-            vec![vec![2u8; 10].into(), vec![3u8; 20].into()],
+            vec![vec![2u8; 10], vec![3u8; 20]],
             // Not overlapping the first write: two requests in flight have no order.
             BLOCK as u64 + 100,
         )
         .data(2),
     ];
-    assert_eq!(ctx.submit(&mut writes).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut writes).unwrap().len(), 2);
     assert!(ctx
         .get_events(2, 2, WAIT)
         .unwrap()
         .iter()
         .all(|c| c.res > 0));
     let mut syncs = vec![Request::fsync(file.clone()), Request::fdsync(file.clone())];
-    assert_eq!(ctx.submit(&mut syncs).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut syncs).unwrap().len(), 2);
     assert!(ctx
         .get_events(2, 2, WAIT)
         .unwrap()
@@ -400,7 +409,7 @@ fn destroy_races_completions_of_every_route() {
                         .chain((0..2).map(|_| Request::noop()))
                         .collect();
                     let count = batch.len();
-                    assert_eq!(ctx.submit(&mut batch).unwrap(), count);
+                    assert_eq!(ctx.submit(&mut batch).unwrap().len(), count);
                     ctx.destroy().unwrap();
                     let stats = ctx.stats();
                     assert_eq!(ctx.in_flight(), 0);

@@ -10,10 +10,15 @@ use std::time::Duration;
 use aioctx::engine::kaio::{KERNEL_EVENTS, MAX_KERNEL_CONTEXTS};
 use aioctx::{AlignedBuf, Context, EngineKind, Request};
 
-/// One worker, so that a test can hold it and see a request wait in the pool. Every test
-/// sets it, since whichever starts the pool first decides its size.
-fn one_worker_pool() {
-    std::env::set_var("AIOCTX_WORKERS", "1");
+/// A kaio context whose fallback pool has one worker, so that a test can hold it and see a
+/// request wait in the pool (the pool is the process's: every test here asks for one).
+fn kaio_with_one_worker(depth: u32) -> Context {
+    Context::builder()
+        .depth(depth)
+        .engine(EngineKind::Kaio)
+        .workers(1)
+        .build()
+        .unwrap()
 }
 
 fn socket_pair() -> (Arc<File>, UnixStream) {
@@ -34,7 +39,6 @@ fn socket_pair() -> (Arc<File>, UnixStream) {
 fn buffered_cold_reads_fall_back_to_the_pool_and_are_counted() {
     const READS: u64 = 64;
     const STRIDE: u64 = 256 * 1024;
-    one_worker_pool();
     let path = std::env::temp_dir().join(format!("aioctx-kaio-cold-{}", std::process::id()));
     let mut data = AlignedBuf::page_aligned((READS * STRIDE) as usize).unwrap();
     data.iter_mut()
@@ -53,7 +57,7 @@ fn buffered_cold_reads_fall_back_to_the_pool_and_are_counted() {
     let file = Arc::new(File::open(&path).unwrap());
     std::fs::remove_file(&path).unwrap();
 
-    let ctx = Context::with_engine(READS as u32, EngineKind::Kaio).unwrap();
+    let ctx = kaio_with_one_worker(READS as u32);
     let mut pending_after_submit = 0;
     for i in 0..READS {
         let completed_before = ctx.stats().completed;
@@ -74,7 +78,10 @@ fn buffered_cold_reads_fall_back_to_the_pool_and_are_counted() {
     for read in done {
         let at = (read.data * STRIDE) as usize;
         assert_eq!(read.result().unwrap(), 4096);
-        assert_eq!(&read.into_buf().unwrap()[..], &data[at..at + 4096]);
+        assert_eq!(
+            &read.into_buf::<Vec<u8>>().unwrap()[..],
+            &data[at..at + 4096]
+        );
     }
     let fallbacks = ctx.stats().fallbacks;
     assert!(
@@ -86,13 +93,12 @@ fn buffered_cold_reads_fall_back_to_the_pool_and_are_counted() {
 
 #[test]
 fn polls_beyond_the_shared_kernel_contexts_wait_in_the_pool() {
-    one_worker_pool();
     let (socket, mut peer) = socket_pair();
     let kernel_room = KERNEL_EVENTS as usize * MAX_KERNEL_CONTEXTS;
     let overflow = 8;
     let depth = KERNEL_EVENTS;
     let contexts: Vec<Context> = (0..MAX_KERNEL_CONTEXTS + 1)
-        .map(|_| Context::with_engine(depth, EngineKind::Kaio).unwrap())
+        .map(|_| kaio_with_one_worker(depth))
         .collect();
     let mut left = kernel_room + overflow;
     for ctx in &contexts {
@@ -100,7 +106,7 @@ fn polls_beyond_the_shared_kernel_contexts_wait_in_the_pool() {
         let mut polls: Vec<Request> = (0..count)
             .map(|i| Request::poll(socket.clone(), libc::POLLIN as u16).data(i as u64))
             .collect();
-        assert_eq!(ctx.submit(&mut polls).unwrap(), count);
+        assert_eq!(ctx.submit(&mut polls).unwrap().len(), count);
         left -= count;
     }
     let fallbacks: u64 = contexts.iter().map(|c| c.stats().fallbacks).sum();

@@ -26,7 +26,11 @@ const PROMPTLY: Duration = Duration::from_secs(20);
 const MORE_THAN_FITS: usize = 16 << 20;
 
 fn ctx(engine: EngineKind) -> Context {
-    Context::with_engine(64, engine).expect("context")
+    Context::builder()
+        .depth(64)
+        .engine(engine)
+        .build()
+        .expect("context")
 }
 
 /// Destroys `ctx` on another thread; fails the test if destroy does not return promptly.
@@ -183,17 +187,18 @@ fn cancel_of_a_read_is_einprogress_then_ecanceled(
 ) {
     let ctx = ctx(engine);
     let (read, _peer) = open();
-    ctx.submit_one(Request::read(read, vec![0u8; 16], 0).data(7))
+    let id = ctx
+        .submit_one(Request::read(read, vec![0u8; 16], 0).data(7))
         .unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    ctx.cancel(7).expect("a waiting pipe read is cancellable");
+    ctx.cancel(id).expect("a waiting pipe read is cancellable");
     let events = ctx.get_events(1, 1, Some(PROMPTLY)).unwrap();
     assert_eq!(
         (events[0].data, events[0].res),
         (7, -(libc::ECANCELED as i64))
     );
     assert_eq!(
-        errno_of(&ctx.cancel(7).unwrap_err()),
+        errno_of(&ctx.cancel(id).unwrap_err()),
         libc::EINVAL,
         "the request is gone"
     );
@@ -221,9 +226,9 @@ fn cancel_of_a_write_to_a_full_pipe_is_einprogress_then_ecanceled(engine: Engine
     ctx.submit_one(big.data(1)).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let behind = Request::write(write, vec![2u8; 4096], 0);
-    ctx.submit_one(behind.data(2)).unwrap();
+    let behind = ctx.submit_one(behind.data(2)).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    ctx.cancel(2)
+    ctx.cancel(behind)
         .expect("a write waiting for room is cancellable");
     let mut events = Vec::new();
     while !events.iter().any(|e: &aioctx::Completion| e.data == 2) {
@@ -351,8 +356,7 @@ fn a_vectored_write_resumes_where_it_stopped(engine: EngineKind) {
         .map(|i| (0..100_000u32).map(|j| (j as u8) ^ i).collect())
         .collect();
     let expected: Vec<u8> = parts.concat();
-    let bufs = parts.into_iter().map(aioctx::Buf::from).collect();
-    ctx.submit_one(Request::writev(Arc::new(write), bufs, 0).data(1))
+    ctx.submit_one(Request::writev(Arc::new(write), parts, 0).data(1))
         .unwrap();
     let drainer = std::thread::spawn(move || {
         let mut all = Vec::new();
@@ -376,14 +380,15 @@ fn a_vectored_write_resumes_where_it_stopped(engine: EngineKind) {
 fn cancel_of_a_partly_done_write_reports_the_bytes_written(engine: EngineKind) {
     let ctx = ctx(engine);
     let (read, write) = pipe();
-    ctx.submit_one(Request::write(Arc::new(write), vec![4u8; MORE_THAN_FITS], 0).data(1))
+    let id = ctx
+        .submit_one(Request::write(Arc::new(write), vec![4u8; MORE_THAN_FITS], 0).data(1))
         .unwrap();
     // Take more than the pipe holds, so that the write went on in chunks, then let it
     // fill the pipe again.
     let before = 4 << 16;
     (&*read).read_exact(&mut vec![0u8; before]).unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    ctx.cancel(1)
+    ctx.cancel(id)
         .expect("a write waiting for room is cancellable");
     let events = ctx.get_events(1, 1, Some(PROMPTLY)).unwrap();
     let after = drain_to_eof(Arc::try_unwrap(read).unwrap());
@@ -393,7 +398,7 @@ fn cancel_of_a_partly_done_write_reports_the_bytes_written(engine: EngineKind) {
         (before + after) as i64,
         "the event reports the bytes written, never -ECANCELED after a partial write"
     );
-    assert_eq!(errno_of(&ctx.cancel(1).unwrap_err()), libc::EINVAL);
+    assert_eq!(errno_of(&ctx.cancel(id).unwrap_err()), libc::EINVAL);
 }
 
 macro_rules! engines {

@@ -66,7 +66,11 @@ fn contexts_with_requests(engine: EngineKind, streams: bool) -> (Vec<Context>, P
     let _ = std::fs::remove_file(&path);
     let mut contexts = Vec::new();
     for _ in 0..4 {
-        let ctx = Context::with_engine(64, engine).expect("context");
+        let ctx = Context::builder()
+            .depth(64)
+            .engine(engine)
+            .build()
+            .expect("context");
         let mut batch = Vec::new();
         for i in 0..4u64 {
             if streams {
@@ -78,7 +82,7 @@ fn contexts_with_requests(engine: EngineKind, streams: bool) -> (Vec<Context>, P
             batch.push(Request::read(direct.clone(), buf, i * 65536).data(30 + i));
         }
         let n = batch.len();
-        assert_eq!(ctx.submit(&mut batch).unwrap(), n);
+        assert_eq!(ctx.submit(&mut batch).unwrap().len(), n);
         contexts.push(ctx);
     }
     std::thread::sleep(Duration::from_millis(20));

@@ -18,7 +18,11 @@ fn config(text: &str) -> SimConfig {
 fn run(config: SimConfig) -> Vec<(u64, i64)> {
     let file = temp_file(64 * 4096);
     let rw = open(&file, true, true);
-    let ctx = Context::simulated(128, config).unwrap();
+    let ctx = Context::builder()
+        .depth(128)
+        .simulator(config)
+        .build()
+        .unwrap();
     let mut batch: Vec<Request> = (0..64u64)
         .map(|i| {
             let offset = i * 4096;
@@ -29,7 +33,7 @@ fn run(config: SimConfig) -> Vec<(u64, i64)> {
             }
         })
         .collect();
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 64);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 64);
     let events = ctx.get_events(64, 64, FIVE_SECONDS).unwrap();
     events.iter().map(|e| (e.data, e.res)).collect()
 }
@@ -53,14 +57,18 @@ fn same_seed_gives_the_same_order_faults_and_results() {
 fn eio_fails_reads_writes_and_syncs_but_not_noops() {
     let file = temp_file(4096);
     let rw = open(&file, true, true);
-    let ctx = Context::simulated(16, config("eio=1")).unwrap();
+    let ctx = Context::builder()
+        .depth(16)
+        .simulator(config("eio=1"))
+        .build()
+        .unwrap();
     let mut batch = vec![
         Request::read(rw.clone(), vec![0u8; 16], 0).data(1),
         Request::write(rw.clone(), vec![0u8; 16], 0).data(2),
         Request::fsync(rw).data(3),
         Request::noop().data(4),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 4);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 4);
     let mut results: Vec<(u64, i64)> = ctx
         .get_events(4, 4, FIVE_SECONDS)
         .unwrap()
@@ -76,12 +84,16 @@ fn eio_fails_reads_writes_and_syncs_but_not_noops() {
 fn enospc_fails_writes_only() {
     let file = temp_file(4096);
     let rw = open(&file, true, true);
-    let ctx = Context::simulated(16, config("enospc=1")).unwrap();
+    let ctx = Context::builder()
+        .depth(16)
+        .simulator(config("enospc=1"))
+        .build()
+        .unwrap();
     let mut batch = vec![
         Request::write(rw.clone(), vec![0u8; 16], 0).data(1),
         Request::read(rw, vec![0u8; 16], 0).data(2),
     ];
-    assert_eq!(ctx.submit(&mut batch).unwrap(), 2);
+    assert_eq!(ctx.submit(&mut batch).unwrap().len(), 2);
     let mut results: Vec<(u64, i64)> = ctx
         .get_events(2, 2, FIVE_SECONDS)
         .unwrap()
@@ -95,13 +107,17 @@ fn enospc_fails_writes_only() {
 #[test]
 fn short_transfers_move_a_true_prefix() {
     let file = temp_file(8192);
-    let ctx = Context::simulated(16, config("seed=3,short=1")).unwrap();
+    let ctx = Context::builder()
+        .depth(16)
+        .simulator(config("seed=3,short=1"))
+        .build()
+        .unwrap();
     ctx.submit_one(Request::read(open(&file, true, false), vec![0u8; 8192], 0))
         .unwrap();
     let event = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
     let n = event.result().unwrap();
     assert!(n > 0 && n < 8192, "a short read moved {n} bytes");
-    let buf = event.into_buf().unwrap();
+    let buf = event.into_buf::<Vec<u8>>().unwrap();
     let expected: Vec<u8> = (0..n).map(pattern).collect();
     assert_eq!(&buf[..n], &expected[..]);
     assert!(
@@ -110,12 +126,16 @@ fn short_transfers_move_a_true_prefix() {
     );
 }
 
-/// One request on a fresh simulated context; its event's `res` and buffer.
-fn one(config: &SimConfig, request: Request) -> (i64, Option<aioctx::Buf>) {
-    let ctx = Context::simulated(4, config.clone()).unwrap();
+/// One request on a fresh simulated context; its event's `res` and buffer, if aligned.
+fn one(config: &SimConfig, request: Request) -> (i64, Option<AlignedBuf>) {
+    let ctx = Context::builder()
+        .depth(4)
+        .simulator(config.clone())
+        .build()
+        .unwrap();
     ctx.submit_one(request).unwrap();
     let event = ctx.get_events(1, 1, FIVE_SECONDS).unwrap().pop().unwrap();
-    (event.res, event.into_buf())
+    (event.res, event.into_buf::<AlignedBuf>())
 }
 
 /// O_DIRECT as the kernel checks it, with the simulator's `sector=` as the device's
@@ -245,9 +265,13 @@ fn a_reap_moves_the_virtual_clock_to_the_next_due_time() {
 
 #[test]
 fn pending_request_is_cancelled() {
-    let ctx = Context::simulated(16, config("delay=10s")).unwrap();
-    ctx.submit_one(Request::noop().data(1)).unwrap();
-    ctx.cancel(1).unwrap();
+    let ctx = Context::builder()
+        .depth(16)
+        .simulator(config("delay=10s"))
+        .build()
+        .unwrap();
+    let id = ctx.submit_one(Request::noop().data(1)).unwrap();
+    ctx.cancel(id).unwrap();
     let event = &ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0];
     assert_eq!(event.res, -(libc::ECANCELED as i64));
 }
@@ -283,7 +307,7 @@ fn trace(config: &SimConfig) -> Vec<String> {
     let record = |seen: &mut Vec<String>, events: Vec<aioctx::Completion>| {
         for event in events {
             let (data, res) = (event.data, event.res);
-            let digest = event.into_buf().map_or(0, |buf| fnv(&buf));
+            let digest = event.into_buf::<Vec<u8>>().map_or(0, |buf| fnv(&buf));
             seen.push(format!("event {data} {res} {digest:016x}"));
         }
     };
@@ -300,10 +324,11 @@ fn trace(config: &SimConfig) -> Vec<String> {
                 .data(data)
             })
             .collect();
-        assert_eq!(ctx.submit(&mut batch).unwrap(), 8);
+        let ids = ctx.submit(&mut batch).unwrap();
+        assert_eq!(ids.len(), 8);
         outstanding += 8;
         if round % 10 == 3 {
-            let answer = ctx.cancel(round * 8 + 7).map_err(|e| errno_of(&e));
+            let answer = ctx.cancel(ids[7]).map_err(|e| errno_of(&e));
             seen.push(format!("cancel {} {answer:?}", round * 8 + 7));
         }
         let min = if outstanding > 32 { 8 } else { 4 };
@@ -404,7 +429,11 @@ fn trace_child_or_seeds_differ() {
 
 #[test]
 fn reorder_zero_completes_in_submit_order() {
-    let ctx = Context::simulated(64, config("seed=5,delay=0..10ms,reorder=0")).unwrap();
+    let ctx = Context::builder()
+        .depth(64)
+        .simulator(config("seed=5,delay=0..10ms,reorder=0"))
+        .build()
+        .unwrap();
     let mut batch: Vec<Request> = (0..64).map(|i| Request::noop().data(i)).collect();
     ctx.submit(&mut batch).unwrap();
     let order: Vec<u64> = ctx
@@ -418,7 +447,11 @@ fn reorder_zero_completes_in_submit_order() {
 
 #[test]
 fn reorder_bound_limits_how_many_later_requests_overtake() {
-    let ctx = Context::simulated(256, config("seed=5,delay=0..10ms,reorder=3")).unwrap();
+    let ctx = Context::builder()
+        .depth(256)
+        .simulator(config("seed=5,delay=0..10ms,reorder=3"))
+        .build()
+        .unwrap();
     let mut batch: Vec<Request> = (0..200).map(|i| Request::noop().data(i)).collect();
     ctx.submit(&mut batch).unwrap();
     let order: Vec<u64> = ctx
@@ -463,7 +496,11 @@ fn tail_latency_puts_most_requests_near_the_minimum() {
 
 #[test]
 fn virtual_delays_cost_no_real_time() {
-    let ctx = Context::simulated(16, config("delay=1000s")).unwrap();
+    let ctx = Context::builder()
+        .depth(16)
+        .simulator(config("delay=1000s"))
+        .build()
+        .unwrap();
     ctx.submit_one(Request::noop().data(1)).unwrap();
     let started = std::time::Instant::now();
     assert_eq!(ctx.get_events(1, 1, None).unwrap()[0].data, 1);
@@ -472,7 +509,11 @@ fn virtual_delays_cost_no_real_time() {
 
 #[test]
 fn an_idle_machine_runs_its_clock_for_callers_that_wait_elsewhere() {
-    let ctx = Context::simulated(16, config("delay=1s")).unwrap();
+    let ctx = Context::builder()
+        .depth(16)
+        .simulator(config("delay=1s"))
+        .build()
+        .unwrap();
     ctx.submit_one(Request::noop().data(1)).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while ctx.in_flight() > 0 {
@@ -482,7 +523,11 @@ fn an_idle_machine_runs_its_clock_for_callers_that_wait_elsewhere() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let strict = Context::simulated(16, config("delay=1s,idle=off")).unwrap();
+    let strict = Context::builder()
+        .depth(16)
+        .simulator(config("delay=1s,idle=off"))
+        .build()
+        .unwrap();
     strict.submit_one(Request::noop().data(1)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -500,7 +545,11 @@ fn an_idle_machine_runs_its_clock_for_callers_that_wait_elsewhere() {
 fn destroy_of_a_simulated_context_closes_its_descriptors_of_the_callers_files() {
     let file = temp_file(8192);
     let rw = open(&file, true, true);
-    let ctx = Context::simulated(4, SimConfig::default()).unwrap();
+    let ctx = Context::builder()
+        .depth(4)
+        .simulator(SimConfig::default())
+        .build()
+        .unwrap();
     ctx.submit_one(Request::write(rw.clone(), vec![1u8; 4096], 0))
         .unwrap();
     ctx.get_events(1, 1, FIVE_SECONDS).unwrap();
@@ -531,15 +580,19 @@ fn destroy_of_a_simulated_context_closes_its_descriptors_of_the_callers_files() 
 
 #[test]
 fn stuck_requests_complete_only_when_cancelled_or_destroyed() {
-    let ctx = Context::simulated(16, config("stuck=1")).unwrap();
-    for i in 0..4 {
-        ctx.submit_one(Request::noop().data(i)).unwrap();
-    }
+    let ctx = Context::builder()
+        .depth(16)
+        .simulator(config("stuck=1"))
+        .build()
+        .unwrap();
+    let ids: Vec<_> = (0..4)
+        .map(|i| ctx.submit_one(Request::noop().data(i)).unwrap())
+        .collect();
     assert!(ctx
         .get_events(1, 4, Some(Duration::from_millis(100)))
         .unwrap()
         .is_empty());
-    ctx.cancel(2).unwrap();
+    ctx.cancel(ids[2]).unwrap();
     let event = ctx.get_events(1, 4, FIVE_SECONDS).unwrap();
     assert_eq!(
         (event[0].data, event[0].res),
@@ -552,7 +605,11 @@ fn stuck_requests_complete_only_when_cancelled_or_destroyed() {
 #[test]
 fn a_context_waiting_only_on_a_pipe_sleeps_and_is_destroyed() {
     let (r, mut w) = pipe();
-    let ctx = Context::simulated(16, config("seed=1")).unwrap();
+    let ctx = Context::builder()
+        .depth(16)
+        .simulator(config("seed=1"))
+        .build()
+        .unwrap();
     ctx.submit_one(Request::read(r.clone(), vec![0u8; 8], 0).data(1))
         .unwrap();
     let started = std::time::Instant::now();
@@ -586,7 +643,13 @@ fn live_sim_contexts_cost_no_thread_or_fd() {
     warm.get_events(1, 1, FIVE_SECONDS).unwrap();
     let (threads, fds) = (threads_of_this_process(), fds_of_this_process());
     let contexts: Vec<Context> = (0..10_000)
-        .map(|_| Context::simulated(4, config("seed=1")).unwrap())
+        .map(|_| {
+            Context::builder()
+                .depth(4)
+                .simulator(config("seed=1"))
+                .build()
+                .unwrap()
+        })
         .collect();
     for ctx in contexts.iter().step_by(100) {
         ctx.submit_one(Request::noop().data(3)).unwrap();
@@ -656,7 +719,11 @@ fn degenerate_configurations_are_errors_never_panics() {
     }
     // Zero and the widest delays are fine, and run.
     for text in ["delay=0..0", "delay=0", "delay=0ns..86400s", "delay=86400s"] {
-        let ctx = Context::simulated(4, config(text)).unwrap();
+        let ctx = Context::builder()
+            .depth(4)
+            .simulator(config(text))
+            .build()
+            .unwrap();
         ctx.submit_one(Request::noop().data(1)).unwrap();
         assert_eq!(
             ctx.get_events(1, 1, FIVE_SECONDS).unwrap()[0].data,

@@ -127,13 +127,18 @@ fn use_once(ctx: &Context, file: &Arc<File>) {
         .unwrap();
     let done = ctx.get_events(1, 1, Some(Duration::from_secs(10))).unwrap();
     assert_eq!((done.len(), done[0].data, done[0].res), (1, 7, 4096));
-    assert!(done.into_iter().next().unwrap().into_buf().unwrap()[..]
+    assert!(done
+        .into_iter()
+        .next()
+        .unwrap()
+        .into_buf::<Vec<u8>>()
+        .unwrap()[..]
         .iter()
         .all(|&b| b == 0x3c));
 }
 
 fn cycle(engine: EngineKind, file: &Arc<File>) {
-    let ctx = Context::with_engine(4, engine).unwrap();
+    let ctx = Context::builder().depth(4).engine(engine).build().unwrap();
     use_once(&ctx, file);
     ctx.destroy().unwrap();
 }
@@ -167,7 +172,7 @@ fn soak_child(engine: EngineKind, contexts: usize) -> ExitCode {
     let mut live = Vec::with_capacity(live_count);
     let mut live_error = None;
     while live.len() < live_count {
-        match Context::with_engine(4, engine) {
+        match Context::builder().depth(4).engine(engine).build() {
             Ok(ctx) => live.push(ctx),
             Err(e) => {
                 live_error = Some(e);

@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AlignedBuf, Buf, Completion, Context, EngineKind, Request, SharedMem, SimConfig};
+use aioctx::{
+    AlignedBuf, Completion, Context, EngineKind, Request, RequestId, SharedMem, SimConfig,
+};
 use common::*;
 
 const BLOCK: usize = 4096;
@@ -184,7 +186,7 @@ struct Round<'a> {
     shared: Arc<SharedMem>,
     entries: Mutex<HashMap<u64, Entry>>,
     /// Tags accepted and not yet seen complete, for the canceller to pick from.
-    candidates: Mutex<Vec<u64>>,
+    candidates: Mutex<Vec<(u64, RequestId)>>,
     next_tag: AtomicU64,
     next_block: AtomicUsize,
     destroying: AtomicBool,
@@ -207,14 +209,14 @@ impl Round<'_> {
         let direct = rng.below(2) == 0;
         match rng.below(16) {
             0..=4 => {
-                let (offset, len, buf): (usize, usize, Buf) = if direct {
+                let (offset, len, buf): (usize, usize, AlignedBuf) = if direct {
                     let len = BLOCK * (1 + rng.below(2));
                     let offset = BLOCK * rng.below(READ_FILE_BLOCKS - 2);
-                    (offset, len, AlignedBuf::page_aligned(len).unwrap().into())
+                    (offset, len, AlignedBuf::page_aligned(len).unwrap())
                 } else {
                     let len = 1 + rng.below(2 * BLOCK);
                     let offset = rng.below((READ_FILE_BLOCKS - 2) * BLOCK);
-                    (offset, len, vec![0u8; len].into())
+                    (offset, len, AlignedBuf::new(len, 1).unwrap())
                 };
                 let file = if direct {
                     &self.files.read_direct
@@ -231,14 +233,14 @@ impl Round<'_> {
                 }
                 let len = if direct { BLOCK } else { 1 + rng.below(BLOCK) };
                 let data = write_pattern(tag, len);
-                let (file, buf): (&Arc<File>, Buf) = if direct {
+                let at = (block * BLOCK) as u64;
+                let request = if direct {
                     let mut aligned = AlignedBuf::page_aligned(BLOCK).unwrap();
                     aligned.copy_from_slice(&data);
-                    (&self.files.write_direct, aligned.into())
+                    Request::write(self.files.write_direct.clone(), aligned, at)
                 } else {
-                    (&self.files.write, data.into())
+                    Request::write(self.files.write.clone(), data, at)
                 };
-                let request = Request::write(file.clone(), buf, (block * BLOCK) as u64);
                 (Kind::Write { block, len }, request)
             }
             8..=9 => {
@@ -297,7 +299,8 @@ impl Round<'_> {
                 }
             }
             let result = self.ctx.submit(&mut batch);
-            let accepted = *result.as_ref().unwrap_or(&0);
+            let ids = result.as_ref().map_or(&[][..], Vec::as_slice);
+            let accepted = ids.len();
             {
                 let mut entries = self.entries.lock().unwrap();
                 for (i, tag) in tags.iter().enumerate() {
@@ -307,7 +310,7 @@ impl Round<'_> {
             self.candidates
                 .lock()
                 .unwrap()
-                .extend_from_slice(&tags[..accepted]);
+                .extend(tags.iter().copied().zip(ids.iter().copied()));
             match result {
                 Ok(_) if dead_before => {
                     self.violation(format!("submit accepted {accepted} after destroy returned"));
@@ -424,7 +427,9 @@ impl Round<'_> {
                 if !self.allowed_short(n, *len) {
                     return Err(format!("tag {tag}: read {n} of {len} bytes"));
                 }
-                let buf = event.into_buf().ok_or("read without its buffer")?;
+                let buf = event
+                    .into_buf::<AlignedBuf>()
+                    .ok_or("read without its buffer")?;
                 let wrong = (0..n).find(|&i| buf[i] != pattern(offset + i));
                 match wrong {
                     Some(i) => Err(format!("tag {tag}: read byte {i} at {offset} is wrong")),
@@ -456,7 +461,9 @@ impl Round<'_> {
                 } else {
                     SOCKET_BYTE
                 };
-                let buf = event.into_buf().ok_or("read without its buffer")?;
+                let buf = event
+                    .into_buf::<Vec<u8>>()
+                    .ok_or("read without its buffer")?;
                 if n == 0 || n > buf.len() || buf[..n].iter().any(|&b| b != byte) {
                     Err(format!(
                         "tag {tag}: {kind:?} read {n} bytes, not the peer's"
@@ -492,12 +499,12 @@ impl Round<'_> {
                     }
                 }
             };
-            let Some(tag) = tag else {
+            let Some((tag, id)) = tag else {
                 std::thread::yield_now();
                 continue;
             };
             let dead_before = self.destroyed.load(Ordering::SeqCst);
-            match self.ctx.cancel(tag) {
+            match self.ctx.cancel(id) {
                 Ok(()) if dead_before => {
                     self.violation(format!("cancel of {tag} accepted after destroy returned"))
                 }
@@ -566,9 +573,17 @@ fn context(engine: EngineKind, nr: u32, seed: u64) -> Context {
             max_delay: Duration::from_millis(2),
             ..SimConfig::default()
         };
-        Context::simulated(nr, config).expect("simulated context")
+        Context::builder()
+            .depth(nr)
+            .simulator(config)
+            .build()
+            .expect("simulated context")
     } else {
-        Context::with_engine(nr, engine).expect("context")
+        Context::builder()
+            .depth(nr)
+            .engine(engine)
+            .build()
+            .expect("context")
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aioctx::{AlignedBuf, Buf, Context, EngineKind, Request};
+use aioctx::{AlignedBuf, Context, EngineKind, Request};
 
 use super::io_loop::{run_jobs, Done, JobQueue, Op, Queue, RunTally};
 use super::workload::{IoLoad, Settings};
@@ -16,7 +16,7 @@ struct AioctxQueue<'a> {
     ctx: &'a Context,
     file: Arc<File>,
     /// Buffers not in flight; each completion hands one back.
-    spare: Vec<Buf>,
+    spare: Vec<AlignedBuf>,
     batch: Vec<Request>,
 }
 
@@ -35,10 +35,10 @@ impl Queue for AioctxQueue<'_> {
             };
             self.batch.push(request.data(op.slot as u64));
         }
-        let result = self.ctx.submit(&mut self.batch);
+        let result = self.ctx.submit(&mut self.batch).map(|ids| ids.len());
         // What was not accepted gives its buffer back.
         for request in self.batch.drain(..) {
-            self.spare.extend(request.into_bufs());
+            self.spare.extend(request.into_buf::<AlignedBuf>());
         }
         result
     }
@@ -55,7 +55,7 @@ impl Queue for AioctxQueue<'_> {
                 slot: completion.data as usize,
                 res: completion.res,
             });
-            self.spare.extend(completion.into_bufs());
+            self.spare.extend(completion.into_buf::<AlignedBuf>());
         }
         Ok(())
     }
@@ -78,14 +78,19 @@ pub fn measure(
     let jobs = settings.numjobs as usize;
     let per_context = if settings.shared { jobs } else { 1 };
     let contexts: Vec<Context> = (0..jobs / per_context)
-        .map(|_| Context::with_engine(load.iodepth * per_context as u32, kind))
+        .map(|_| {
+            Context::builder()
+                .depth(load.iodepth * per_context as u32)
+                .engine(kind)
+                .build()
+        })
         .collect::<io::Result<_>>()?;
     let in_flight: Vec<AtomicUsize> = contexts.iter().map(|_| AtomicUsize::new(0)).collect();
     let mut queues = Vec::with_capacity(jobs);
     for job in 0..jobs {
         let spare = (0..load.iodepth)
-            .map(|_| AlignedBuf::page_aligned(load.bs as usize).map(Buf::from))
-            .collect::<io::Result<Vec<Buf>>>()?;
+            .map(|_| AlignedBuf::page_aligned(load.bs as usize))
+            .collect::<io::Result<Vec<AlignedBuf>>>()?;
         queues.push(JobQueue {
             queue: Box::new(AioctxQueue {
                 ctx: &contexts[job / per_context],

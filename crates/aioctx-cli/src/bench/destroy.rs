@@ -73,14 +73,17 @@ fn aioctx_destroy(
     file: &Arc<File>,
     offsets: &mut Offsets,
 ) -> io::Result<Duration> {
-    let ctx = Context::with_engine(CONTEXT_EVENTS, kind)?;
+    let ctx = Context::builder()
+        .depth(CONTEXT_EVENTS)
+        .engine(kind)
+        .build()?;
     let mut batch = (0..in_flight)
         .map(|i| {
             let buf = AlignedBuf::page_aligned(DESTROY_BS as usize)?;
             Ok(Request::read(Arc::clone(file), buf, offsets.next()).data(u64::from(i)))
         })
         .collect::<io::Result<Vec<_>>>()?;
-    let accepted = ctx.submit(&mut batch)?;
+    let accepted = ctx.submit(&mut batch)?.len();
     if accepted != in_flight as usize {
         return Err(io::Error::other(format!(
             "submit took {accepted} of {in_flight}"

@@ -24,7 +24,7 @@ mod inline;
 pub mod kaio;
 mod pending;
 mod poller;
-mod pool;
+pub(crate) mod pool;
 pub mod sim;
 pub mod threads;
 mod uring;

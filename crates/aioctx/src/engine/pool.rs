@@ -8,6 +8,7 @@
 //! always finishes) cannot.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, OnceLock};
 
 use super::blocking::perform;
@@ -25,7 +26,9 @@ struct Pool {
     state: Mutex<PoolState>,
     /// Signalled with a permit when work arrives for a sleeping worker.
     work: Condvar,
-    max_workers: usize,
+    /// The most workers the pool runs: read when a worker may be added; set by
+    /// `set_workers` (Relaxed: a stale read only delays the change by a request).
+    max_workers: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -52,17 +55,25 @@ struct QueueState {
     scheduled: bool,
 }
 
+/// Sets the most workers the process's pool runs (`Builder::workers`). Workers beyond a
+/// lowered limit finish their current request and stay idle.
+pub(crate) fn set_workers(workers: usize) {
+    pool().max_workers.store(workers, Ordering::Relaxed);
+}
+
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     static WATCH_FORKS: Once = Once::new();
     let pool = POOL.get_or_init(|| Pool {
         state: Mutex::new(PoolState::default()),
         work: Condvar::new(),
-        max_workers: std::env::var("AIOCTX_WORKERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_WORKERS),
+        max_workers: AtomicUsize::new(
+            std::env::var("AIOCTX_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(DEFAULT_WORKERS),
+        ),
     });
     WATCH_FORKS.call_once(|| fork::hold_across_fork(&pool.state, forget_parents_work));
     pool
@@ -90,7 +101,7 @@ impl Pool {
             state.permits += 1;
             drop(state);
             self.work.notify_one();
-        } else if state.workers < self.max_workers {
+        } else if state.workers < self.max_workers.load(Ordering::Relaxed) {
             let spawned = std::thread::Builder::new()
                 .name("aioctx-worker".into())
                 .spawn(move || self.work_loop());

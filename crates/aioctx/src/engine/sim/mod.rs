@@ -129,7 +129,7 @@ struct Pending {
 }
 
 /// A simulated machine: one virtual clock, one disk, one power supply, for any number of
-/// contexts ([`SimMachine::context`]). `Context::simulated` makes a machine per context.
+/// contexts ([`SimMachine::context`]). `Builder::simulator` makes a machine per context.
 ///
 /// ```
 /// use aioctx::{SimConfig, SimMachine};
