@@ -415,12 +415,6 @@ fn faults_from_outside_leave_the_contract_standing() {
     run_c("faults");
 }
 
-/// Engines the C stress leaves out for now, each with why; the test names them so that
-/// nothing else can be left out. uring: the double free in its completion path that
-/// crates/aioctx/tests/stress.rs lists as known to crash (being fixed in engine/uring.rs);
-/// `AIOCTX_ENGINE=uring target/.../c/stress` over the drop-in runs it by hand.
-const C_STRESS_LEAVES_OUT: [&str; 1] = ["uring"];
-
 /// Issue 12's stress through the C ABI, the invariants of tests/stress.rs: one event per
 /// accepted iocb or none if destroy discarded it, never two; none for a refused one; reads
 /// hold the file's bytes, writes are on disk; no event, no accepted submit and no write into
@@ -433,9 +427,6 @@ fn stress_keeps_every_invariant_on_every_engine() {
     let binary = c_program("stress");
     let seconds = std::env::var("AIOCTX_STRESS_SECONDS").unwrap_or_else(|_| "5".into());
     for engine in engines() {
-        if C_STRESS_LEAVES_OUT.contains(&engine) {
-            continue;
-        }
         let out = on_dropin(binary.to_str().expect("utf-8 path"), engine)
             .env("AIOCTX_STRESS_SECONDS", &seconds)
             .env("AIOCTX_SIM", "seed=12,eio=0.01,enospc=0.01,short=0.01")
