@@ -5,7 +5,7 @@
 //! list, re-checks its condition, and sleeps; `ring` signals every bell in the list, so a
 //! posted event and a destroy wake all the threads waiting, not the first one alone.
 //! Sleeping in `ppoll` (not a futex) is what lets `io_pgetevents` install its signal mask
-//! atomically and lets a signal interrupt the wait with `EINTR`. Under `--cfg loom` a flag
+//! atomically and lets a signal interrupt the wait with `EINTR`. Under `--cfg aioctx_loom` a flag
 //! and condvar per waiter stand in for the eventfd, so the protocol itself can be
 //! model-checked.
 
@@ -86,11 +86,11 @@ impl Doorbell {
 
 /// A thread's eventfd, made the first time the thread waits (and again in a forked child,
 /// whose inherited copy would share its counter with the parent's thread).
-#[cfg(not(loom))]
+#[cfg(not(aioctx_loom))]
 #[derive(Clone)]
 struct Bell(std::sync::Arc<std::fs::File>);
 
-#[cfg(not(loom))]
+#[cfg(not(aioctx_loom))]
 impl Bell {
     fn this_thread() -> io::Result<Bell> {
         use std::cell::RefCell;
@@ -146,11 +146,11 @@ impl Bell {
 }
 
 /// A waiter's bell under loom: a flag and a condvar, one per wait.
-#[cfg(loom)]
+#[cfg(aioctx_loom)]
 #[derive(Clone)]
 struct Bell(loom::sync::Arc<(loom::sync::Mutex<bool>, loom::sync::Condvar)>);
 
-#[cfg(loom)]
+#[cfg(aioctx_loom)]
 impl Bell {
     fn this_thread() -> io::Result<Bell> {
         Ok(Bell(loom::sync::Arc::new((

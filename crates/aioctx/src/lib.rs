@@ -56,5 +56,5 @@ pub use sys::mem::SharedMem;
 #[doc = include_str!("../../../README.md")]
 struct ReadmeExample;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, aioctx_loom))]
 mod loom_tests;

@@ -1,6 +1,6 @@
 //! Model checks (loom) of the lifecycle: every interleaving of destroyers, completions,
 //! submitters and get_events waiters. Run by `.ci/run` as
-//! `RUSTFLAGS="--cfg loom" cargo test -p aioctx --lib --release loom`.
+//! `RUSTFLAGS="--cfg aioctx_loom" cargo test -p aioctx --lib --release loom`.
 //!
 //! Destroy is the real `Lifecycle::destroy`; submitters take the steps `Context::submit`
 //! takes (enter the gate, count in, start on the engine, leave the gate). "Caller memory"

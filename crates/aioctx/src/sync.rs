@@ -1,4 +1,4 @@
-//! Lock helpers, and the primitives of the lifecycle swapped for loom's under `--cfg loom`
+//! Lock helpers, and the primitives of the lifecycle swapped for loom's under `--cfg aioctx_loom`
 //! so that the model checker explores every interleaving of the real code.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -21,27 +21,27 @@ pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexG
 /// What `lifecycle.rs` and `doorbell.rs` are built from: std's primitives, or loom's when
 /// model checking.
 pub(crate) mod model {
-    #[cfg(loom)]
+    #[cfg(aioctx_loom)]
     pub(crate) use loom::sync::atomic::{fence, AtomicUsize};
-    #[cfg(loom)]
+    #[cfg(aioctx_loom)]
     pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
-    #[cfg(not(loom))]
+    #[cfg(not(aioctx_loom))]
     pub(crate) use std::sync::atomic::{fence, AtomicUsize};
-    #[cfg(not(loom))]
+    #[cfg(not(aioctx_loom))]
     pub(crate) use std::sync::{Condvar, Mutex};
 
-    #[cfg(not(loom))]
+    #[cfg(not(aioctx_loom))]
     pub(crate) use super::{lock, wait};
 
-    #[cfg(loom)]
+    #[cfg(aioctx_loom)]
     pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         mutex
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    #[cfg(loom)]
+    #[cfg(aioctx_loom)]
     pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         condvar
             .wait(guard)
