@@ -27,8 +27,8 @@ pub fn run(args: Args) -> ExitCode {
             .map(|p| {
                 serde_json::json!({
                     "engine": p.kind.name(),
-                    "available": p.available,
-                    "reason": p.reason,
+                    "available": p.available(),
+                    "reason": p.result.as_ref().err().map(ToString::to_string),
                 })
             })
             .collect();
@@ -40,9 +40,9 @@ pub fn run(args: Args) -> ExitCode {
         println!("{report:#}");
     } else {
         for p in &probes {
-            match &p.reason {
-                None => println!("{:<8} available", p.kind.name()),
-                Some(reason) => println!("{:<8} unavailable: {reason}", p.kind.name()),
+            match &p.result {
+                Ok(()) => println!("{:<8} available", p.kind.name()),
+                Err(reason) => println!("{:<8} unavailable: {reason}", p.kind.name()),
             }
         }
         println!("auto     -> {}", auto.name());

@@ -44,7 +44,7 @@ fn dropin() -> PathBuf {
 fn engines() -> Vec<&'static str> {
     let names: Vec<_> = aioctx::engine::probe_all()
         .into_iter()
-        .filter(|probe| probe.available)
+        .filter(|probe| probe.available())
         .map(|probe| probe.kind.name())
         .collect();
     assert!(!names.is_empty(), "no engine works here");

@@ -56,7 +56,7 @@ fn destroy_with_reads_in_flight(c: &mut Criterion) {
     let data = DataFile::create();
     let engines: Vec<EngineKind> = probe_all()
         .into_iter()
-        .filter(|p| p.available && p.kind != EngineKind::Sim)
+        .filter(|p| p.available() && p.kind != EngineKind::Sim)
         .map(|p| p.kind)
         .collect();
     let mut group = c.benchmark_group("destroy");

@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 fn engines() -> Vec<EngineKind> {
     probe_all()
         .into_iter()
-        .filter(|p| p.available && p.kind != EngineKind::Sim)
+        .filter(|p| p.available() && p.kind != EngineKind::Sim)
         .map(|p| p.kind)
         .collect()
 }

@@ -19,7 +19,7 @@ use crate::buf::{Buf, IoBuf};
 use crate::core::{Core, Counters, Inflight};
 use crate::doorbell::{Doorbell, Woken};
 use crate::engine::sim::{SimConfig, SimEngine, SimMachine};
-use crate::engine::{self, Engine, EngineKind};
+use crate::engine::{self, Engine, EngineKind, Probe};
 use crate::eventfds::KnownEventfds;
 use crate::lifecycle::{Lifecycle, State};
 use crate::request::{Opcode, Request};
@@ -170,6 +170,8 @@ pub struct Context {
     eventfds: KnownEventfds,
     /// The number of the next Rust request (its `RequestId`); any submitter takes one.
     next_request: AtomicU64,
+    /// The engines `auto` passed over for this context, best first, each with its reason.
+    skipped: Vec<Probe>,
 }
 
 impl Context {
@@ -196,12 +198,20 @@ impl Context {
             engine,
             eventfds: KnownEventfds::default(),
             next_request: AtomicU64::new(0),
+            skipped: Vec::new(),
         })
     }
 
     /// The engine this context runs on.
     pub fn engine(&self) -> EngineKind {
         self.engine.kind()
+    }
+
+    /// Why this context does not run on a better engine: the engines `auto` passed over,
+    /// best first, each with the reason (its probe's, or why its setup failed for this
+    /// context: `EMFILE`, `ENOMEM`, ...). Empty for an engine asked for by name.
+    pub fn skipped_engines(&self) -> &[Probe] {
+        &self.skipped
     }
 
     /// How many requests may be in flight or unreaped at once (at least `nr_events`).
@@ -659,7 +669,13 @@ impl Builder {
             (EngineKind::Sim, Some(config)) => Context::build(self.depth, |core| {
                 Ok(Box::new(SimEngine::new(core, config)?))
             }),
-            _ => Context::build(self.depth, |core| engine::open(kind, core)),
+            _ => {
+                let mut skipped = Vec::new();
+                let mut ctx =
+                    Context::build(self.depth, |core| engine::open(kind, core, &mut skipped))?;
+                ctx.skipped = skipped;
+                Ok(ctx)
+            }
         }
     }
 }

@@ -46,7 +46,7 @@ pub mod tokio;
 pub use buf::{AlignedBuf, IoBuf, IoBufMut};
 pub use context::{Builder, Completion, Context, RequestId, Stats, SubmitError};
 pub use engine::sim::{CrashAt, Latency, SimConfig, SimMachine};
-pub use engine::{EngineKind, Probe};
+pub use engine::{EngineKind, Probe, Unavailable};
 pub use lifecycle::State;
 pub use request::{LentFd, Opcode, RawParts, Request, RwFlags};
 pub use sys::mem::SharedMem;

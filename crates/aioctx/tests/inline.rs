@@ -19,7 +19,7 @@ const REAL_ENGINES: [EngineKind; 3] = [EngineKind::Uring, EngineKind::Kaio, Engi
 fn engines() -> Vec<EngineKind> {
     aioctx::engine::probe_all()
         .into_iter()
-        .filter(|probe| probe.available && REAL_ENGINES.contains(&probe.kind))
+        .filter(|probe| probe.available() && REAL_ENGINES.contains(&probe.kind))
         .map(|probe| probe.kind)
         .collect()
 }

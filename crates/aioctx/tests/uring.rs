@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use aioctx::engine::probe_all;
-use aioctx::{Context, EngineKind, Request, RwFlags, State};
+use aioctx::{Context, EngineKind, Request, RwFlags, State, Unavailable};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 const ECANCELED: i64 = -(libc::ECANCELED as i64);
@@ -349,11 +349,12 @@ fn drop_page_cache(path: &Path) {
     assert!(status.success(), "dd iflag=nocache");
 }
 
-/// Set for the child run under the seccomp filter.
+/// Set for the child run under the seccomp filter: the filter's mode (`seccomp_exec.c`).
 const EXPECT_DENIED: &str = "AIOCTX_TEST_EXPECT_URING_DENIED";
 
-/// Runs in the normal suite and, under a seccomp filter that denies io_uring_setup, as
-/// the child of `auto_falls_back_to_kaio_when_seccomp_denies_io_uring`.
+/// Runs in the normal suite and, under a seccomp filter that denies io_uring_setup (by
+/// EPERM or by SIGSYS, and io_setup too for `kill-aio`), as the child of the
+/// `auto_falls_back_*` tests: the probes neither die nor let the process die.
 #[test]
 fn auto_explains_every_engine_it_skips() {
     let probes = probe_all();
@@ -362,23 +363,47 @@ fn auto_explains_every_engine_it_skips() {
         EngineKind::ALL
     );
     for probe in &probes {
-        println!("probe {}: {:?}", probe.kind, probe.reason);
-        assert_eq!(probe.available, probe.reason.is_none(), "{probe:?}");
+        match &probe.result {
+            Ok(()) => println!("probe {}: available", probe.kind),
+            Err(reason) => println!("probe {}: {reason}", probe.kind),
+        }
     }
     let best = probes
         .iter()
-        .find(|p| p.available)
+        .find(|p| p.available())
         .expect("an engine works");
-    if std::env::var_os(EXPECT_DENIED).is_some() {
-        let uring = &probes[0];
-        assert_eq!(uring.kind, EngineKind::Uring);
-        let reason = uring.reason.as_deref().expect("io_uring is denied");
-        assert!(
-            reason.contains("EPERM") && reason.contains("seccomp"),
-            "{reason}"
+    if let Ok(mode) = std::env::var(EXPECT_DENIED) {
+        let (uring, kaio) = (&probes[0], &probes[1]);
+        assert_eq!(
+            (uring.kind, kaio.kind),
+            (EngineKind::Uring, EngineKind::Kaio)
         );
-        // Docker's default profile allows the AIO syscalls: kernel AIO is next in line.
-        assert_eq!(best.kind, EngineKind::Kaio);
+        let reason = uring.result.as_ref().expect_err("io_uring is denied");
+        println!("io_uring denied: {reason}");
+        if mode == "eperm" {
+            assert_eq!(*reason, Unavailable::Seccomp { killed: false });
+            let text = reason.to_string();
+            assert!(text.contains("EPERM") && text.contains("seccomp"), "{text}");
+        } else {
+            assert_eq!(*reason, Unavailable::Seccomp { killed: true });
+            assert!(reason.to_string().contains("SIGSYS"), "{reason}");
+            // Asked for by name, the engine is refused, not set up: the process lives.
+            let Err(err) = Context::builder()
+                .depth(8)
+                .engine(EngineKind::Uring)
+                .build()
+            else {
+                panic!("uring set up under a filter that kills io_uring_setup");
+            };
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        }
+        if mode == "kill-aio" {
+            assert_eq!(kaio.result, Err(Unavailable::Seccomp { killed: true }));
+            assert_eq!(best.kind, EngineKind::Threads);
+        } else {
+            // Docker's default profile allows the AIO syscalls: kernel AIO is next in line.
+            assert_eq!(best.kind, EngineKind::Kaio);
+        }
     }
 
     let ctx = Context::builder()
@@ -387,6 +412,13 @@ fn auto_explains_every_engine_it_skips() {
         .build()
         .expect("auto context");
     assert_eq!(ctx.engine(), best.kind);
+    // What auto passed over is what did not probe well, with the same reasons.
+    let passed_over: Vec<_> = probes
+        .iter()
+        .take_while(|p| !p.available())
+        .cloned()
+        .collect();
+    assert_eq!(ctx.skipped_engines(), &passed_over[..]);
     println!("auto chose {}", ctx.engine());
     let file = Arc::new(File::open("/proc/self/exe").expect("open self"));
     ctx.submit_one(Request::read(file, vec![0u8; 4], 0).data(1))
@@ -401,9 +433,10 @@ fn auto_explains_every_engine_it_skips() {
     assert_eq!(&magic[..], b"\x7fELF");
 }
 
-#[test]
-fn auto_falls_back_to_kaio_when_seccomp_denies_io_uring() {
-    let scratch = Scratch::new("seccomp");
+/// Runs `auto_explains_every_engine_it_skips` in a child under a seccomp filter in `mode`
+/// (`seccomp_exec.c`); the child's output, once it passed.
+fn run_under_seccomp(mode: &str) -> String {
+    let scratch = Scratch::new(&format!("seccomp-{mode}"));
     let helper = scratch.path("seccomp_exec");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/seccomp_exec.c");
     let built = Command::new("cc")
@@ -416,22 +449,129 @@ fn auto_falls_back_to_kaio_when_seccomp_denies_io_uring() {
 
     let me = std::env::current_exe().expect("test binary");
     let out = Command::new(&helper)
+        .arg(mode)
         .arg(&me)
         .args([
             "--exact",
             "auto_explains_every_engine_it_skips",
             "--nocapture",
         ])
-        .env(EXPECT_DENIED, "1")
+        .env(EXPECT_DENIED, mode)
         .env_remove("AIOCTX_ENGINE")
         .output()
         .expect("run child under seccomp");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "child under seccomp {mode} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
     assert!(stdout.contains("1 passed"), "child ran no test:\n{stdout}");
     assert!(stdout.contains("seccomp"), "no reason given:\n{stdout}");
+    stdout
+}
+
+#[test]
+fn auto_falls_back_to_kaio_when_seccomp_denies_io_uring() {
+    let stdout = run_under_seccomp("eperm");
     assert!(stdout.contains("auto chose kaio"), "{stdout}");
+}
+
+/// SECCOMP_RET_KILL_PROCESS on io_uring_setup: the probe's child dies, the process lives.
+#[test]
+fn auto_falls_back_to_kaio_when_seccomp_kills_io_uring_setup() {
+    let stdout = run_under_seccomp("kill");
+    assert!(stdout.contains("SIGSYS"), "{stdout}");
+    assert!(stdout.contains("auto chose kaio"), "{stdout}");
+}
+
+/// SECCOMP_RET_TRAP (a SIGSYS to the caller, as Android's policy sends).
+#[test]
+fn auto_falls_back_to_kaio_when_seccomp_traps_io_uring_setup() {
+    let stdout = run_under_seccomp("trap");
+    assert!(stdout.contains("SIGSYS"), "{stdout}");
+    assert!(stdout.contains("auto chose kaio"), "{stdout}");
+}
+
+/// A filter that kills on io_setup too: both probed in children, the thread pool is left.
+#[test]
+fn auto_falls_back_to_threads_when_seccomp_kills_both_setups() {
+    let stdout = run_under_seccomp("kill-aio");
+    assert!(stdout.contains("auto chose threads"), "{stdout}");
+}
+
+/// Set for the child of `auto_falls_through_when_io_uring_setup_fails_emfile`.
+const NOFILE_CHILD: &str = "AIOCTX_TEST_NOFILE_CHILD";
+
+/// An engine that probed well but cannot be set up for this context, for a reason that is
+/// neither ENOSYS nor EPERM (here EMFILE: no descriptor can be made for the ring), gives
+/// way to the next under auto, and the context says why. Run in a child process, since
+/// the descriptor limit is the process's.
+#[test]
+fn auto_falls_through_when_io_uring_setup_fails_emfile() {
+    const NAME: &str = "auto_falls_through_when_io_uring_setup_fails_emfile";
+    if std::env::var_os(NOFILE_CHILD).is_none() {
+        let me = std::env::current_exe().expect("test binary");
+        let out = Command::new(me)
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(NOFILE_CHILD, "1")
+            .env_remove("AIOCTX_ENGINE")
+            .output()
+            .expect("run child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "child ran no test:\n{stdout}");
+        assert!(stdout.contains("auto chose"), "{stdout}");
+        return;
+    }
+    // Probed with descriptors to spare: io_uring works here.
+    assert_eq!(probe_all()[0].result, Ok(()));
+    let file = Arc::new(File::open("/proc/self/exe").expect("open self"));
+    // Every descriptor below a low limit taken: none can be made.
+    let limit = 64;
+    let saved = set_nofile(limit);
+    let mut hold = Vec::new();
+    while let Ok(f) = File::open("/dev/null") {
+        hold.push(f);
+    }
+    let built = Context::builder().depth(8).engine(EngineKind::Auto).build();
+    drop(hold);
+    set_nofile(saved);
+    let ctx = built.expect("auto context without descriptors");
+    assert_ne!(ctx.engine(), EngineKind::Uring);
+    let skipped = ctx.skipped_engines();
+    assert_eq!(skipped[0].kind, EngineKind::Uring);
+    assert_eq!(skipped[0].result, Err(Unavailable::Other(libc::EMFILE)));
+    println!(
+        "auto chose {} ({}: {})",
+        ctx.engine(),
+        skipped[0].kind,
+        skipped[0].result.as_ref().unwrap_err()
+    );
+    ctx.submit_one(Request::read(file, vec![0u8; 4], 0).data(1))
+        .expect("submit read");
+    let mut events = ctx.get_events(1, 1, WAIT).expect("get_events");
+    assert_eq!(events[0].res, 4);
+    let magic = events.remove(0).into_buf::<Vec<u8>>().expect("buffer back");
+    assert_eq!(&magic[..], b"\x7fELF");
+}
+
+/// Sets RLIMIT_NOFILE's soft limit; the one it had.
+fn set_nofile(soft: libc::rlim_t) -> libc::rlim_t {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one live local rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        let old = limit.rlim_cur;
+        limit.rlim_cur = soft;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        old
+    }
 }
 
 /// Waits until the ring's tail moves past `tail` (the event was posted), for at most `limit`.

@@ -223,9 +223,9 @@ fn engines(spec: Option<&str>) -> Result<(Vec<EngineKind>, Skipped), Usage> {
         let mut skipped = Vec::new();
         let mut engines = Vec::new();
         for probe in probes.into_iter().filter(|p| p.kind != EngineKind::Sim) {
-            match probe.reason {
-                None => engines.push(probe.kind),
-                Some(reason) => skipped.push((probe.kind, reason)),
+            match probe.result {
+                Ok(()) => engines.push(probe.kind),
+                Err(reason) => skipped.push((probe.kind, reason.to_string())),
             }
         }
         return Ok((engines, skipped));
@@ -237,7 +237,7 @@ fn engines(spec: Option<&str>) -> Result<(Vec<EngineKind>, Skipped), Usage> {
         if let Some(reason) = probes
             .iter()
             .find(|p| p.kind == kind)
-            .and_then(|p| p.reason.as_ref())
+            .and_then(|p| p.result.as_ref().err())
         {
             return Err(usage!("--engine: {kind} cannot run here: {reason}"));
         }

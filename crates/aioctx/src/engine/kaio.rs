@@ -44,8 +44,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::inline::complete_inline;
 use super::pending::{Keyed, Pending};
+use super::probe::survive_setup;
 use super::threads::UserSpace;
-use super::{iovecs_of, lend_to_kernel, plugged, take_back, Engine, EngineKind};
+use super::{iovecs_of, lend_to_kernel, plugged, take_back, Engine, EngineKind, Unavailable};
 use crate::core::{Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
@@ -150,26 +151,30 @@ fn reserve_kernel() -> Option<&'static KernelContext> {
     (0..MAX_KERNEL_CONTEXTS).find_map(|at| kernel_context(at).ok().filter(|k| k.reserve()))
 }
 
-/// Whether kernel AIO works here; the reason if not.
-pub(crate) fn probe() -> Result<(), String> {
+/// Whether kernel AIO works here; the reason if not. Where a seccomp filter is active,
+/// `io_setup` is made in a forked child first, so that a filter that kills cannot kill
+/// this process.
+pub(crate) fn probe() -> Result<(), Unavailable> {
     // io_destroy waits for an RCU grace period (tens of milliseconds), so the check is made
     // once per process: a later failure still surfaces when a context opens the engine.
     static WORKED: AtomicBool = AtomicBool::new(false);
     if KERNEL[0].get().is_some() || WORKED.load(Ordering::Relaxed) {
         return Ok(());
     }
+    let mut id: u64 = 0;
+    survive_setup(
+        EngineKind::Kaio,
+        abi::SYS_IO_SETUP,
+        1,
+        &mut id as *mut u64 as libc::c_long,
+    )?;
     match io_setup(1) {
         Ok(id) => {
             let _ = io_destroy(id);
             WORKED.store(true, Ordering::Relaxed);
             Ok(())
         }
-        Err(e) => Err(match e.raw_os_error() {
-            Some(libc::ENOSYS) => "the kernel has no AIO support (io_setup: ENOSYS)".into(),
-            Some(libc::EPERM) => "the AIO system calls are blocked (seccomp: EPERM)".into(),
-            Some(libc::EAGAIN) => "fs.aio-max-nr is exhausted (io_setup: EAGAIN)".into(),
-            _ => format!("io_setup failed: {e}"),
-        }),
+        Err(e) => Err(Unavailable::from_error(EngineKind::Kaio, &e)),
     }
 }
 

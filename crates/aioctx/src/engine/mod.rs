@@ -19,12 +19,15 @@ use crate::buf::Buffers;
 use crate::core::{Core, Inflight};
 use crate::request::RwFlags;
 
+pub use probe::{Probe, Unavailable};
+
 mod blocking;
 mod inline;
 pub mod kaio;
 mod pending;
 mod poller;
 pub(crate) mod pool;
+mod probe;
 pub mod sim;
 pub mod threads;
 mod uring;
@@ -252,7 +255,7 @@ impl EngineKind {
             EngineKind::Auto => *AUTO.get_or_init(|| {
                 probe_all()
                     .into_iter()
-                    .find(|p| p.available && p.kind != EngineKind::Sim)
+                    .find(|p| p.available() && p.kind != EngineKind::Sim)
                     .map_or(EngineKind::Threads, |p| p.kind)
             }),
             kind => kind,
@@ -288,60 +291,77 @@ impl FromStr for EngineKind {
 
 static AUTO: std::sync::OnceLock<EngineKind> = std::sync::OnceLock::new();
 
-/// Whether an engine works here, and why not.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Probe {
-    pub kind: EngineKind,
-    pub available: bool,
-    /// Why the engine is unavailable (None when it is available).
-    pub reason: Option<String>,
-}
-
 /// Probes every engine, best first.
 pub fn probe_all() -> Vec<Probe> {
     EngineKind::ALL
         .into_iter()
-        .map(|kind| {
-            let result = match kind {
-                EngineKind::Uring => uring::probe(),
-                EngineKind::Kaio => kaio::probe(),
-                EngineKind::Threads | EngineKind::Sim => Ok(()),
-                EngineKind::Auto => Err("auto is a choice, not an engine".to_string()),
-            };
-            Probe {
-                kind,
-                available: result.is_ok(),
-                reason: result.err(),
-            }
+        .map(|kind| Probe {
+            kind,
+            result: probe(kind),
         })
         .collect()
 }
 
-/// Opens the engine for a new context. For `Auto`, an engine that probed well but cannot be
-/// opened for this context (out of descriptors, locked memory) gives way to the next one.
-pub(crate) fn open(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engine>> {
+fn probe(kind: EngineKind) -> Result<(), Unavailable> {
+    match kind {
+        EngineKind::Uring => uring::probe(),
+        EngineKind::Kaio => kaio::probe(),
+        EngineKind::Threads | EngineKind::Sim => Ok(()),
+        // Not in `ALL`: auto is a choice, not an engine.
+        EngineKind::Auto => Err(Unavailable::Other(libc::EINVAL)),
+    }
+}
+
+/// Opens the engine for a new context. For `Auto`, an engine that did not probe well, or
+/// probed well but cannot be opened for this context (for any reason: out of descriptors,
+/// locked memory, ...), gives way to the next one; each one passed over is added to
+/// `skipped` with its reason.
+pub(crate) fn open(
+    kind: EngineKind,
+    core: &Arc<Core>,
+    skipped: &mut Vec<Probe>,
+) -> io::Result<Box<dyn Engine>> {
     if kind != EngineKind::Auto {
         return open_concrete(kind, core);
     }
     let mut first_error = None;
     for probe in probe_all() {
-        if !probe.available || probe.kind == EngineKind::Sim {
+        if probe.kind == EngineKind::Sim {
             continue;
         }
-        match open_concrete(probe.kind, core) {
-            Ok(engine) => return Ok(engine),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+        let result = match probe.result {
+            Ok(()) => match open_concrete(probe.kind, core) {
+                Ok(engine) => return Ok(engine),
+                Err(e) => Err(Unavailable::from_error(probe.kind, &e)),
+            },
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = &result {
+            first_error.get_or_insert_with(|| io::Error::from(reason.clone()));
         }
+        skipped.push(Probe {
+            kind: probe.kind,
+            result,
+        });
     }
     Err(first_error.unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOSYS)))
 }
 
 fn open_concrete(kind: EngineKind, core: &Arc<Core>) -> io::Result<Box<dyn Engine>> {
     Ok(match kind {
-        EngineKind::Uring => Box::new(uring::UringEngine::new(core)?),
-        EngineKind::Kaio => Box::new(kaio::KaioEngine::new(core)?),
+        // Where a seccomp filter could kill the setup call, it is probed in a child first.
+        EngineKind::Uring => {
+            if probe::seccomp_filter_active() {
+                uring::probe()?;
+            }
+            Box::new(uring::UringEngine::new(core)?)
+        }
+        EngineKind::Kaio => {
+            if probe::seccomp_filter_active() {
+                kaio::probe()?;
+            }
+            Box::new(kaio::KaioEngine::new(core)?)
+        }
         EngineKind::Threads => Box::new(threads::ThreadsEngine::new(core)),
         EngineKind::Sim => Box::new(sim::SimEngine::new(core, sim::SimConfig::from_env()?)?),
         // `open` resolves Auto before it gets here.

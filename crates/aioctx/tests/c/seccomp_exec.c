@@ -1,7 +1,12 @@
 /*
- * seccomp_exec COMMAND [ARG...]: runs COMMAND under a seccomp filter that makes
- * io_uring_setup fail with EPERM, as Docker's default profile does, and allows every
- * other system call. A raw BPF filter, so that only the kernel headers are needed.
+ * seccomp_exec MODE COMMAND [ARG...]: runs COMMAND under a seccomp filter that answers
+ * io_uring_setup as MODE says and allows every other system call:
+ *   eperm     fail with EPERM, as Docker's default profile does;
+ *   kill      kill the process with SIGSYS (SECCOMP_RET_KILL_PROCESS), as strict
+ *             sandboxes do;
+ *   trap      send SIGSYS (SECCOMP_RET_TRAP), as Android's policy does;
+ *   kill-aio  kill with SIGSYS on io_uring_setup and on io_setup alike.
+ * A raw BPF filter, so that only the kernel headers are needed.
  */
 #include <errno.h>
 #include <linux/audit.h>
@@ -9,6 +14,7 @@
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -26,8 +32,24 @@
 #endif
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s COMMAND [ARG...]\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s eperm|kill|trap|kill-aio COMMAND [ARG...]\n", argv[0]);
+        return 2;
+    }
+    unsigned int answer;
+    /* io_setup is matched too only for kill-aio; otherwise the second match never hits. */
+    unsigned int also = __NR_io_uring_setup;
+    if (strcmp(argv[1], "eperm") == 0) {
+        answer = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
+    } else if (strcmp(argv[1], "kill") == 0) {
+        answer = SECCOMP_RET_KILL_PROCESS;
+    } else if (strcmp(argv[1], "trap") == 0) {
+        answer = SECCOMP_RET_TRAP;
+    } else if (strcmp(argv[1], "kill-aio") == 0) {
+        answer = SECCOMP_RET_KILL_PROCESS;
+        also = __NR_io_setup;
+    } else {
+        fprintf(stderr, "%s: unknown mode %s\n", argv[0], argv[1]);
         return 2;
     }
     struct sock_filter filter[] = {
@@ -35,8 +57,9 @@ int main(int argc, char **argv) {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_HERE, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, also, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, answer),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {
@@ -51,7 +74,7 @@ int main(int argc, char **argv) {
         perror("prctl(PR_SET_SECCOMP)");
         return 2;
     }
-    execvp(argv[1], argv + 1);
+    execvp(argv[2], argv + 2);
     perror("execvp");
     return 2;
 }
