@@ -21,12 +21,12 @@ use crate::request::RwFlags;
 
 mod blocking;
 mod inline;
-pub mod kaio;
+pub(crate) mod kaio;
 mod pending;
 mod poller;
 pub(crate) mod pool;
-pub mod sim;
-pub mod threads;
+pub(crate) mod sim;
+mod threads;
 mod uring;
 
 /// What an engine does with a context's requests.
@@ -227,6 +227,7 @@ impl EngineKind {
         EngineKind::Sim,
     ];
 
+    /// The engine's name, as `AIOCTX_ENGINE` and the command spell it.
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Auto => "auto",
@@ -291,7 +292,9 @@ static AUTO: std::sync::OnceLock<EngineKind> = std::sync::OnceLock::new();
 /// Whether an engine works here, and why not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
+    /// The engine probed.
     pub kind: EngineKind,
+    /// Whether a context can open on it here.
     pub available: bool,
     /// Why the engine is unavailable (None when it is available).
     pub reason: Option<String>,
