@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use aioctx::sys::abi::IoEvent;
+use aioctx::ffi::abi::IoEvent;
 use aioctx::Context;
 
 use crate::submit::errno_of;

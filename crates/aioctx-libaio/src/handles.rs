@@ -124,7 +124,7 @@ fn holds_ring_of(handle: usize, context: &Context) -> bool {
 fn moved_ring(handle: usize, generation: u64) -> Option<Arc<Context>> {
     // The header's `nr` only says where to look for the token: a wrong one finds nothing.
     let nr: u32 = user::read(handle.checked_add(4)?).ok()?;
-    let event = size_of::<aioctx::sys::abi::IoEvent>();
+    let event = size_of::<aioctx::ffi::abi::IoEvent>();
     let offset = (nr as usize).checked_mul(event)?.checked_add(32)?;
     let token: u64 = user::read(handle.checked_add(offset)?).ok()?;
     let mut table = write_table();

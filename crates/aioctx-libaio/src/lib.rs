@@ -30,7 +30,7 @@
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use aioctx::sys::abi::IoEvent;
+use aioctx::ffi::abi::IoEvent;
 use aioctx::Context;
 use libc::{c_int, c_long};
 
@@ -233,7 +233,7 @@ pub extern "C" fn aioctx_io_cancel_0_4(
 pub extern "C" fn aioctx_io_cancel_0_1(ctx: Handle, iocb: *mut c_void) -> c_int {
     abi_call(|| {
         let key: u32 = user::read(iocb as usize + submit::AIO_KEY_OFFSET)?;
-        if key != aioctx::sys::abi::KIOCB_KEY {
+        if key != aioctx::ffi::abi::KIOCB_KEY {
             return Err(libc::EINVAL);
         }
         let context = lookup(ctx)?;

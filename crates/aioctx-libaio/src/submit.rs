@@ -7,10 +7,9 @@ use std::io;
 use std::os::fd::{AsFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
 
-use aioctx::sys::abi::{self, Iocb};
-use aioctx::sys::fd::{names_same_file, open_mode_raw, OpenMode};
-use aioctx::sys::mem::RawMem;
-use aioctx::{Context, LentFd, Opcode, RawParts, Request, RwFlags};
+use aioctx::ffi::abi::{self, Iocb};
+use aioctx::ffi::{names_same_file, open_mode_raw, LentFd, OpenMode, RawMem, RawParts};
+use aioctx::{Context, Opcode, Request, RwFlags};
 
 use crate::user::{self, Errno};
 
@@ -107,8 +106,16 @@ impl Files {
             return Ok((Arc::clone(fd), *mode));
         }
         let (fd, mode) = match Copies::still_named(raw) {
-            Some((copy, mode)) => (LentFd::with_copy(raw, copy), mode),
-            None => (LentFd::new(raw), open_mode_raw(raw).map_err(errno_of)?),
+            // SAFETY: libaio's contract: `aio_fildes` is a descriptor the caller keeps open
+            // until io_submit returns; `still_named` checked it names `copy`'s file.
+            Some((copy, mode)) => (unsafe { LentFd::with_copy(raw, copy) }, mode),
+            None => {
+                // SAFETY: libaio's contract as above; a number that names nothing gives
+                // EBADF here (fcntl), before any request is built on it.
+                let mode = unsafe { open_mode_raw(raw) }.map_err(errno_of)?;
+                // SAFETY: as above, and `open_mode_raw` found the number open.
+                (unsafe { LentFd::new(raw) }, mode)
+            }
         };
         let fd = Arc::new(fd);
         self.resolved.push((Arc::clone(&fd), mode));
@@ -148,7 +155,9 @@ impl Copies {
             let (_, weak, mode) = copies.iter().find(|(n, _, _)| *n == raw)?;
             (weak.upgrade()?, *mode)
         };
-        names_same_file(raw, copy.as_fd()).then_some((copy, mode))
+        // SAFETY: `raw` is the caller's `aio_fildes`, lent for the call (libaio's contract);
+        // kcmp only compares it, and a number that names nothing compares unequal.
+        unsafe { names_same_file(raw, copy.as_fd()) }.then_some((copy, mode))
     }
 
     fn remember(raw: RawFd, copy: &Arc<File>, mode: OpenMode) {
@@ -169,7 +178,10 @@ fn decode(
 ) -> Result<RawParts, Errno> {
     let (fd, mode) = files.resolve(iocb.aio_fildes)?;
     let resfd = if iocb.aio_flags & abi::IOCB_FLAG_RESFD != 0 {
-        let eventfd = context.resolve_eventfd(iocb.aio_resfd as i32);
+        // SAFETY: libaio's contract: with IOCB_FLAG_RESFD, `aio_resfd` is an eventfd the
+        // caller keeps open until io_submit returns; one that names nothing is EBADF, one
+        // that is no eventfd EINVAL (both checked by the context before any use).
+        let eventfd = unsafe { aioctx::ffi::resolve_eventfd(context, iocb.aio_resfd as i32) };
         Some(eventfd.map_err(errno_of)?)
     } else {
         None

@@ -13,7 +13,7 @@
 
 use std::mem::{size_of, MaybeUninit};
 
-use aioctx::sys::abi::{IoEvent, Iocb};
+use aioctx::ffi::abi::{IoEvent, Iocb};
 
 /// A positive errno value.
 pub(crate) type Errno = i32;
@@ -102,7 +102,7 @@ fn copy_by_syscall(
         iov_base: remote as *mut libc::c_void,
         iov_len: len,
     };
-    let pid = aioctx::sys::fork::pid();
+    let pid = aioctx::ffi::pid();
     // SAFETY: `local` describes `len` bytes of our own live memory (checked by the callers'
     // types); the kernel checks `remote` and fails with EFAULT instead of faulting.
     let done = unsafe {

@@ -5,7 +5,7 @@
 
 mod harness;
 
-use aioctx::sys::abi::{Iocb, IOCB_FLAG_RESFD};
+use aioctx::ffi::abi::{Iocb, IOCB_FLAG_RESFD};
 use harness::Fixture;
 use proptest::prelude::*;
 

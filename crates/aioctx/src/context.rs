@@ -39,6 +39,7 @@ pub struct Completion {
     id: RequestId,
     /// Bytes transferred (a poll: the ready mask), or a negative errno.
     pub res: i64,
+    /// The second result word; 0 on every engine (as the kernel's AIO).
     pub res2: i64,
     bufs: Vec<Buf>,
 }
@@ -137,8 +138,11 @@ impl From<SubmitError> for io::Error {
 /// Counters of a context's life so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Requests accepted by submit.
     pub submitted: u64,
+    /// Completions delivered (reaped).
     pub completed: u64,
+    /// Requests that completed as cancelled (`ECANCELED`).
     pub cancelled: u64,
     /// Requests an engine handed to the thread pool because it could not run them without
     /// blocking (kaio: buffered I/O that came back `EAGAIN` under `RWF_NOWAIT`).
@@ -219,6 +223,7 @@ impl Context {
         self.core.ring.capacity()
     }
 
+    /// The context's life-cycle state now (open, destroying, destroyed).
     pub fn state(&self) -> State {
         self.core.lifecycle.state()
     }
@@ -228,6 +233,7 @@ impl Context {
         self.core.lifecycle.in_flight()
     }
 
+    /// The context's counters so far.
     pub fn stats(&self) -> Stats {
         let c = &self.core.counters;
         Stats {
@@ -326,10 +332,8 @@ impl Context {
             .map_err(io::Error::from)
     }
 
-    /// The eventfd a C caller's `aio_resfd` names, held open for a request (`EBADF` if it
-    /// names nothing). Resolving the same eventfd again costs one `kcmp` instead of a dup
-    /// and a `/proc` lookup (see `eventfds.rs`). For the C ABI, inside `submit_with`.
-    pub fn resolve_eventfd(&self, raw: RawFd) -> io::Result<Arc<File>> {
+    /// The eventfd a C caller's `aio_resfd` names (see [`resolve_eventfd`]).
+    pub(crate) fn resolve_eventfd(&self, raw: RawFd) -> io::Result<Arc<File>> {
         self.eventfds.resolve(raw)
     }
 
@@ -717,6 +721,20 @@ fn aio_max_nr() -> u64 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(65536)
+}
+
+/// The eventfd a C caller's `aio_resfd` names, held open for a request of `ctx` (`EBADF`
+/// if it names nothing). Resolving the same eventfd again costs one `kcmp` instead of a
+/// dup and a `/proc` lookup (see `eventfds.rs`). For the C ABI, inside
+/// [`Context::submit_with`]; reached through `crate::ffi`.
+///
+/// # Safety
+///
+/// `raw` is a number the caller lent for the call (libaio's contract for `aio_resfd`: an
+/// eventfd open until `io_submit` returns), or one that names nothing, reported as
+/// `EBADF`. The number is only compared and duplicated, never read or written through.
+pub unsafe fn resolve_eventfd(ctx: &Context, raw: RawFd) -> io::Result<Arc<File>> {
+    ctx.resolve_eventfd(raw)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl KnownEventfds {
             .map(|(_, file)| Arc::clone(file))
             .next_back();
         if let Some(file) = remembered {
-            if fd::names_same_file(raw, file.as_fd()) {
+            if fd::same_file(raw, file.as_fd()) {
                 return Ok(file);
             }
         }

@@ -27,6 +27,7 @@
 //! asynchronous as its engine makes it (the thread pool runs blocking syscalls on workers).
 
 // Input never reaches a panic: failures are errors (SPEC §3).
+#![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod buf;
@@ -35,11 +36,13 @@ mod core;
 mod doorbell;
 pub mod engine;
 mod eventfds;
+#[doc(hidden)]
+pub mod ffi;
 mod lifecycle;
 mod request;
 mod ring;
 mod sync;
-pub mod sys;
+mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
@@ -48,7 +51,7 @@ pub use context::{Builder, Completion, Context, RequestId, Stats, SubmitError};
 pub use engine::sim::{CrashAt, Latency, SimConfig, SimMachine};
 pub use engine::{EngineKind, Probe, Unavailable};
 pub use lifecycle::State;
-pub use request::{LentFd, Opcode, RawParts, Request, RwFlags};
+pub use request::{Opcode, Request, RwFlags};
 pub use sys::mem::SharedMem;
 
 /// The README's Rust example, compiled and run as a doc test.

@@ -16,15 +16,22 @@ use crate::sys::mem::SharedMem;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Opcode {
+    /// Read into one buffer (`IOCB_CMD_PREAD`).
     Pread = abi::IOCB_CMD_PREAD,
+    /// Write from one buffer (`IOCB_CMD_PWRITE`).
     Pwrite = abi::IOCB_CMD_PWRITE,
+    /// Flush data and metadata (`IOCB_CMD_FSYNC`).
     Fsync = abi::IOCB_CMD_FSYNC,
+    /// Flush data (`IOCB_CMD_FDSYNC`).
     Fdsync = abi::IOCB_CMD_FDSYNC,
+    /// Wait for readiness events (`IOCB_CMD_POLL`).
     Poll = abi::IOCB_CMD_POLL,
     /// Completes with 0 without touching any file (the kernel rejects it; aioctx accepts it
     /// so that pure overhead can be measured).
     Noop = abi::IOCB_CMD_NOOP,
+    /// Read into several buffers (`IOCB_CMD_PREADV`).
     Preadv = abi::IOCB_CMD_PREADV,
+    /// Write from several buffers (`IOCB_CMD_PWRITEV`).
     Pwritev = abi::IOCB_CMD_PWRITEV,
 }
 
@@ -65,15 +72,21 @@ impl Opcode {
 pub struct RwFlags(u32);
 
 impl RwFlags {
+    /// `RWF_HIPRI`: polled, high-priority I/O.
     pub const HIPRI: RwFlags = RwFlags(libc::RWF_HIPRI as u32);
+    /// `RWF_DSYNC`: this write as with `O_DSYNC`.
     pub const DSYNC: RwFlags = RwFlags(libc::RWF_DSYNC as u32);
+    /// `RWF_SYNC`: this write as with `O_SYNC`.
     pub const SYNC: RwFlags = RwFlags(libc::RWF_SYNC as u32);
+    /// `RWF_NOWAIT`: fail with `EAGAIN` instead of blocking.
     pub const NOWAIT: RwFlags = RwFlags(libc::RWF_NOWAIT as u32);
+    /// `RWF_APPEND`: this write appends, as with `O_APPEND`.
     pub const APPEND: RwFlags = RwFlags(libc::RWF_APPEND as u32);
     /// Every flag aioctx knows.
     pub const ALL: RwFlags =
         RwFlags(Self::HIPRI.0 | Self::DSYNC.0 | Self::SYNC.0 | Self::NOWAIT.0 | Self::APPEND.0);
 
+    /// No flags.
     pub const fn empty() -> RwFlags {
         RwFlags(0)
     }
@@ -83,14 +96,17 @@ impl RwFlags {
         (bits & !Self::ALL.0 == 0).then_some(RwFlags(bits))
     }
 
+    /// The flags as the kernel's `RWF_*` bits.
     pub const fn bits(self) -> u32 {
         self.0
     }
 
+    /// Whether every flag of `other` is set here.
     pub const fn contains(self, other: RwFlags) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// Whether no flag is set.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -282,6 +298,7 @@ impl Request {
         events
     }
 
+    /// The request's operation.
     pub fn opcode(&self) -> Opcode {
         self.opcode
     }
@@ -326,7 +343,6 @@ impl Request {
 /// runs before submit returns (a transfer the page cache serves, an iocb or SQE it takes,
 /// holding its own reference) needs no copy; a request kept beyond the call takes one
 /// (`Request::hold_file`), and one copy serves every request of the call on that number.
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct LentFd {
     raw: RawFd,
@@ -335,7 +351,13 @@ pub struct LentFd {
 
 impl LentFd {
     /// The caller's number `raw`, which must stay open until the submit call returns.
-    pub fn new(raw: RawFd) -> LentFd {
+    ///
+    /// # Safety
+    ///
+    /// `raw` is a descriptor the caller lent for the submit call (libaio's contract for
+    /// `aio_fildes`: open until `io_submit` returns) and whose file the caller checked
+    /// (`open_mode_raw`). Requests use the number directly while the call runs.
+    pub unsafe fn new(raw: RawFd) -> LentFd {
         LentFd {
             raw,
             copy: Mutex::new(None),
@@ -344,7 +366,12 @@ impl LentFd {
 
     /// The number lent, with `copy`, a descriptor of the very open file it names now (the
     /// caller checked), as the copy its requests will hold.
-    pub fn with_copy(raw: RawFd, copy: Arc<File>) -> LentFd {
+    ///
+    /// # Safety
+    ///
+    /// As [`LentFd::new`]: `raw` is lent for the submit call, and names `copy`'s open file
+    /// (the caller checked with `names_same_file`).
+    pub unsafe fn with_copy(raw: RawFd, copy: Arc<File>) -> LentFd {
         LentFd {
             raw,
             copy: Mutex::new(Some(copy)),
@@ -374,18 +401,25 @@ impl LentFd {
 }
 
 /// Builds requests from parts the C ABI has already read and checked; lent memory makes
-/// this the caller's promise, see [`crate::sys::mem::RawMem::new`].
-#[doc(hidden)]
+/// this the caller's promise, see `RawMem::new`. Reached only through `crate::ffi`.
 pub struct RawParts {
+    /// The operation.
     pub opcode: Opcode,
     /// The caller's descriptor (see [`LentFd`]).
     pub fd: Arc<LentFd>,
+    /// The file offset (`aio_offset`).
     pub offset: i64,
+    /// The caller's memory: one segment, or one per iovec; none for the others.
     pub segments: Vec<crate::sys::mem::RawMem>,
+    /// The poll mask of a poll request (`aio_buf`'s low 16 bits).
     pub poll_events: u16,
+    /// The `RWF_*` flags of a read or write.
     pub rw_flags: RwFlags,
+    /// The caller's tag (`aio_data`), handed back in the event.
     pub data: u64,
+    /// The request's identity (the caller's iocb address), for cancel.
     pub obj: u64,
+    /// The eventfd to signal on completion (`aio_resfd`), already resolved.
     pub resfd: Option<Arc<File>>,
     /// The file's mode, if the caller already learnt it of this very open file.
     pub mode: Option<OpenMode>,

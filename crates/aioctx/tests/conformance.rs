@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use aioctx::sys::abi::{AioRingHeader, AIO_RING_MAGIC};
+use aioctx::ffi::abi::{AioRingHeader, AIO_RING_MAGIC};
 use aioctx::{AlignedBuf, Context, EngineKind, Request, RequestId, RwFlags, SharedMem, State};
 use common::*;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aioctx::engine::kaio::{KERNEL_EVENTS, MAX_KERNEL_CONTEXTS};
+use aioctx::ffi::{KERNEL_EVENTS, MAX_KERNEL_CONTEXTS};
 use aioctx::{AlignedBuf, Context, EngineKind, Request};
 
 const BLOCK: usize = 4096;

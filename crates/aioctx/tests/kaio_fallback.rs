@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aioctx::engine::kaio::{KERNEL_EVENTS, MAX_KERNEL_CONTEXTS};
+use aioctx::ffi::{KERNEL_EVENTS, MAX_KERNEL_CONTEXTS};
 use aioctx::{AlignedBuf, Context, EngineKind, Request};
 
 /// A kaio context whose fallback pool has one worker, so that a test can hold it and see a

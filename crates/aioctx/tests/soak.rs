@@ -273,12 +273,12 @@ fn soak_child(engine: EngineKind, contexts: usize) -> ExitCode {
 type SetupFn = unsafe extern "C" fn(libc::c_int, *mut u64) -> libc::c_int;
 type DestroyFn = unsafe extern "C" fn(u64) -> libc::c_int;
 type SubmitFn =
-    unsafe extern "C" fn(u64, libc::c_long, *mut *const aioctx::sys::abi::Iocb) -> libc::c_int;
+    unsafe extern "C" fn(u64, libc::c_long, *mut *const aioctx::ffi::abi::Iocb) -> libc::c_int;
 type GeteventsFn = unsafe extern "C" fn(
     u64,
     libc::c_long,
     libc::c_long,
-    *mut aioctx::sys::abi::IoEvent,
+    *mut aioctx::ffi::abi::IoEvent,
     *mut libc::timespec,
 ) -> libc::c_int;
 
@@ -431,7 +431,7 @@ fn kernel_cycle(aio: &SystemLibaio, fd: i32, buf: &mut [u8], read: bool) -> std:
     if !read {
         return Ok(ctx);
     }
-    let iocb = aioctx::sys::abi::Iocb {
+    let iocb = aioctx::ffi::abi::Iocb {
         aio_fildes: fd as u32,
         aio_buf: buf.as_mut_ptr() as u64,
         aio_nbytes: buf.len() as u64,
@@ -441,7 +441,7 @@ fn kernel_cycle(aio: &SystemLibaio, fd: i32, buf: &mut [u8], read: bool) -> std:
     // SAFETY: one iocb whose buffer lives until its event is reaped below.
     let submitted = unsafe { (aio.submit)(ctx, 1, list.as_mut_ptr()) };
     assert_eq!(submitted, 1, "io_submit");
-    let mut event = aioctx::sys::abi::IoEvent::default();
+    let mut event = aioctx::ffi::abi::IoEvent::default();
     // SAFETY: room for one event; no timeout (a cached read completes).
     let got = unsafe { (aio.getevents)(ctx, 1, 1, &mut event, std::ptr::null_mut()) };
     assert_eq!((got, event.res), (1, 4096));

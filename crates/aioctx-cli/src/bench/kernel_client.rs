@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aioctx::sys::abi::IoEvent;
+use aioctx::ffi::abi::IoEvent;
 use aioctx::SharedMem;
 
 use super::io_loop::{run_jobs, Done, JobQueue, Op, Queue, RunTally};

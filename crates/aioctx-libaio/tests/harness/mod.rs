@@ -19,7 +19,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use aioctx::sys::abi::{IoEvent, Iocb, IOCB_FLAG_IOPRIO, IOCB_FLAG_RESFD};
+use aioctx::ffi::abi::{IoEvent, Iocb, IOCB_FLAG_IOPRIO, IOCB_FLAG_RESFD};
 use aioctx_libaio::{
     aioctx_io_cancel_0_4, aioctx_io_getevents_0_4, io_destroy, io_setup, io_submit,
 };
@@ -110,7 +110,7 @@ impl Fixture {
         let ret =
             unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) };
         assert_eq!(ret, 0);
-        let eventfd = aioctx::sys::fd::eventfd().unwrap().into_raw_fd();
+        let eventfd = aioctx::ffi::eventfd().unwrap().into_raw_fd();
         let null = File::open("/dev/null").unwrap().into_raw_fd();
         let dir = File::open(std::env::temp_dir()).unwrap().into_raw_fd();
         // A number that names nothing: opened, then closed.

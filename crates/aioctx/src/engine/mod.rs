@@ -23,13 +23,13 @@ pub use probe::{Probe, Unavailable};
 
 mod blocking;
 mod inline;
-pub mod kaio;
+pub(crate) mod kaio;
 mod pending;
 mod poller;
 pub(crate) mod pool;
 mod probe;
-pub mod sim;
-pub mod threads;
+pub(crate) mod sim;
+mod threads;
 mod uring;
 
 /// What an engine does with a context's requests.
@@ -230,6 +230,7 @@ impl EngineKind {
         EngineKind::Sim,
     ];
 
+    /// The engine's name, as `AIOCTX_ENGINE` and the command spell it.
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Auto => "auto",

@@ -98,8 +98,11 @@ pub unsafe fn io_cancel(id: u64, iocb: *mut Iocb) -> io::Result<()> {
 /// file, into or out of slot `slot` of its memory.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelOp {
+    /// The slot of the context's memory to read into or write from.
     pub slot: usize,
+    /// A write (else a read).
     pub write: bool,
+    /// The file offset.
     pub offset: u64,
 }
 

@@ -17,7 +17,7 @@ pub fn eventfd() -> io::Result<File> {
 
 /// Makes `fd` refer to a fresh eventfd (same number, close-on-exec): for a forked child
 /// whose inherited eventfd is shared with its parent.
-pub fn replace_with_new_eventfd(fd: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn replace_with_new_eventfd(fd: BorrowedFd<'_>) -> io::Result<()> {
     let fresh = eventfd()?;
     // SAFETY: dup3 onto a descriptor we own replaces the file it refers to; `fresh` is
     // closed when it drops.
@@ -97,7 +97,9 @@ pub fn wait_readable(
 /// What submit needs to know about an open file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenMode {
+    /// Open for reading.
     pub readable: bool,
+    /// Open for writing.
     pub writable: bool,
     /// Opened with `O_DIRECT`.
     pub direct: bool,
@@ -111,11 +113,22 @@ pub struct OpenMode {
 
 /// The access mode, `O_DIRECT` and file type of an open file.
 pub fn open_mode(fd: BorrowedFd<'_>) -> io::Result<OpenMode> {
-    open_mode_raw(fd.as_raw_fd())
+    open_mode_of(fd.as_raw_fd())
 }
 
 /// `open_mode` of the file a raw descriptor number names now (`EBADF` if none).
-pub fn open_mode_raw(fd: RawFd) -> io::Result<OpenMode> {
+///
+/// # Safety
+///
+/// `fd` is a number the caller may use for the call: one it owns or was lent (libaio's
+/// contract for `aio_fildes`), or one that names no open file (reported as `EBADF`). It
+/// only queries the file (`fcntl(F_GETFL)`, `fstat`), never reads or writes through it.
+pub unsafe fn open_mode_raw(fd: RawFd) -> io::Result<OpenMode> {
+    open_mode_of(fd)
+}
+
+/// `open_mode_raw` for the crate, which only queries numbers it was given.
+fn open_mode_of(fd: RawFd) -> io::Result<OpenMode> {
     // SAFETY: F_GETFL takes no pointer argument; a number that names nothing is EBADF.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }.into())? as i32;
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -137,8 +150,9 @@ pub fn open_mode_raw(fd: RawFd) -> io::Result<OpenMode> {
 }
 
 /// Duplicates a raw descriptor the caller named (close-on-exec), so a request keeps the file
-/// it was submitted against even if the caller closes or reuses the number.
-pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
+/// it was submitted against even if the caller closes or reuses the number. Crate-internal:
+/// the public doors to it take the number in an `unsafe fn` (see `crate::ffi`).
+pub(crate) fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
@@ -152,7 +166,17 @@ pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
 /// Whether the caller's descriptor number `raw` names the same open file as `file`
 /// (`kcmp(KCMP_FILE)`). False when it does not, when `raw` names nothing, and where kcmp is
 /// not available (seccomp, kernels without it): callers then treat the number as new.
-pub fn names_same_file(raw: RawFd, file: BorrowedFd<'_>) -> bool {
+///
+/// # Safety
+///
+/// `raw` is a number the caller may use for the call (one it owns or was lent, as libaio's
+/// `aio_fildes` and `aio_resfd`), or one that names nothing; it is only compared.
+pub unsafe fn names_same_file(raw: RawFd, file: BorrowedFd<'_>) -> bool {
+    same_file(raw, file)
+}
+
+/// `names_same_file` for the crate, which only compares numbers it was given.
+pub(crate) fn same_file(raw: RawFd, file: BorrowedFd<'_>) -> bool {
     const KCMP_FILE: libc::c_int = 0;
     let pid = super::fork::pid();
     // SAFETY: kcmp compares two descriptor numbers of this process and reads no memory. An

@@ -347,10 +347,6 @@ impl AlignedMem {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `ptr` owns `len` initialised (zeroed or written) bytes.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
@@ -391,14 +387,17 @@ impl RawMem {
         RawMem { ptr, len }
     }
 
+    /// The start of the memory.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr
     }
 
+    /// The length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the length is 0.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -427,10 +426,12 @@ impl SharedMem {
         })
     }
 
+    /// The length in bytes.
     pub fn len(&self) -> usize {
         self.map.len
     }
 
+    /// Whether the length is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -69,7 +69,7 @@ pub fn pipe() -> (Arc<File>, File) {
 }
 
 pub fn eventfd() -> Arc<File> {
-    Arc::new(aioctx::sys::fd::eventfd().unwrap())
+    Arc::new(aioctx::ffi::eventfd().unwrap())
 }
 
 pub fn errno_of(e: &std::io::Error) -> i32 {

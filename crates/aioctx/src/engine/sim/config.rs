@@ -34,6 +34,7 @@ pub enum CrashAt {
 /// configuration back (the replay line).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
+    /// The seed of every random choice: the same seed replays the same run.
     pub seed: u64,
     /// Probability that a read, write or sync fails with `EIO`.
     pub eio: f64,
@@ -46,7 +47,9 @@ pub struct SimConfig {
     pub stuck: f64,
     /// Each request is due this long after submit on the virtual clock.
     pub min_delay: Duration,
+    /// Each request is due at most this long after submit on the virtual clock.
     pub max_delay: Duration,
+    /// How delays are drawn between `min_delay` and `max_delay`.
     pub latency: Latency,
     /// At most how many requests submitted after a request may complete before it (None:
     /// any number; 0: completions in submit order).

@@ -180,6 +180,7 @@ struct MachineState {
 }
 
 impl SimMachine {
+    /// A simulated machine with `config`, its virtual clock at zero.
     pub fn new(config: SimConfig) -> SimMachine {
         let mut crash_rng = Rng(config.seed ^ 0x5eed_c4a5_0000_0001);
         let crash_at = match config.crash {
@@ -220,6 +221,7 @@ impl SimMachine {
         }
     }
 
+    /// The configuration the machine runs with.
     pub fn config(&self) -> &SimConfig {
         &self.0.config
     }
