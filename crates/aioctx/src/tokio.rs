@@ -32,7 +32,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
@@ -77,7 +77,10 @@ struct Shared {
     reaping: Mutex<()>,
     /// Set by `close`: submits fail `EINVAL` from then on.
     closing: AtomicBool,
-    /// Notified after each dispatch, for `close`.
+    /// Threads inside `submit`: a request the engine accepted has no slot until its
+    /// submitter leaves, so `close` waits for none to be inside before it destroys.
+    submitting: AtomicUsize,
+    /// Notified after each dispatch, and when a submitter leaves during close, for `close`.
     dispatched: Notify,
 }
 
@@ -98,6 +101,7 @@ impl AsyncContext {
             slots: Mutex::new(HashMap::new()),
             reaping: Mutex::new(()),
             closing: AtomicBool::new(false),
+            submitting: AtomicUsize::new(0),
             dispatched: Notify::new(),
         });
         runtime.spawn(reaper(ready, Arc::downgrade(&shared)));
@@ -197,7 +201,7 @@ impl AsyncContext {
             ::tokio::pin!(dispatched);
             dispatched.as_mut().enable();
             shared.reap();
-            if shared.in_flight().is_empty() {
+            if shared.submitting.load(Ordering::SeqCst) == 0 && shared.in_flight().is_empty() {
                 break;
             }
             // Every event still to come signals the eventfd, and the reaper notifies after
@@ -232,6 +236,7 @@ impl AsyncContext {
     fn submit(&self, request: Request) -> Result<Waiting<'_>, SubmitError> {
         let shared = &*self.shared;
         let request = request.eventfd(Arc::clone(&shared.eventfd));
+        let _inside = Submitting::enter(shared);
         if shared.closing.load(Ordering::SeqCst) {
             return Err(SubmitError {
                 error: errno(libc::EINVAL),
@@ -240,6 +245,20 @@ impl AsyncContext {
         }
         let id = shared.ctx.submit_one(request)?;
         lock(&shared.slots).entry(id).or_insert(Slot::Waiting(None));
+        // A close that began after the check above may have listed the slots before this
+        // one was in, and so not cancelled it: this does (close stores `closing` before it
+        // lists, this inserts before it loads, so one of the two sees the other). A second
+        // cancel of one request is EINVAL, ignored as close ignores it.
+        if shared.closing.load(Ordering::SeqCst) {
+            let _ = shared.ctx.cancel(id);
+        }
+        // A close that began after the check above may have listed the slots before this
+        // one was in: then it did not cancel it, and this does (close stores `closing`
+        // before it lists, this inserts before it loads, so one of the two sees the other).
+        // A second cancel of one request is EINVAL, ignored as close ignores it.
+        if shared.closing.load(Ordering::SeqCst) {
+            let _ = shared.ctx.cancel(id);
+        }
         // What the engine completed inside submit is taken now: no wake-up for it.
         shared.try_reap();
         Ok(Waiting {
@@ -247,6 +266,25 @@ impl AsyncContext {
             id,
             done: false,
         })
+    }
+}
+
+/// A thread inside `submit`, counted for `close`.
+struct Submitting<'a>(&'a Shared);
+
+impl<'a> Submitting<'a> {
+    fn enter(shared: &'a Shared) -> Submitting<'a> {
+        shared.submitting.fetch_add(1, Ordering::SeqCst);
+        Submitting(shared)
+    }
+}
+
+impl Drop for Submitting<'_> {
+    fn drop(&mut self) {
+        self.0.submitting.fetch_sub(1, Ordering::SeqCst);
+        if self.0.closing.load(Ordering::SeqCst) {
+            self.0.dispatched.notify_waiters();
+        }
     }
 }
 
