@@ -55,10 +55,7 @@ pub fn io_getevents(
     events: &mut [IoEvent],
     timeout: Option<Duration>,
 ) -> io::Result<usize> {
-    let timeout = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
+    let timeout = timeout.map(super::timespec);
     let timeout_ptr = timeout
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);

@@ -20,3 +20,11 @@ pub(crate) fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
         Ok(ret)
     }
 }
+
+/// A timeout as the kernel takes it (seconds saturate; a `Duration`'s nanoseconds fit).
+pub(crate) fn timespec(t: std::time::Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    }
+}
