@@ -38,13 +38,6 @@ pub(crate) struct Core {
 /// completes with: the request failed, and its event says so.
 const DROPPED: i64 = -(libc::EIO as i64);
 
-impl Core {
-    /// How many requests may be in flight at once, for engines sizing their queues.
-    pub(crate) fn capacity(&self) -> u32 {
-        self.ring.capacity()
-    }
-}
-
 /// A request an engine owns between start and completion. It is completed exactly once by
 /// type: `complete` consumes it, and dropping one never completed posts its event with
 /// `-EIO` and counts it out, so that no panic can leave destroy waiting for it.

@@ -23,10 +23,8 @@ const NOFILE: u64 = 1024;
 const CHILD: &str = "AIOCTX_TEST_MANY_CONTEXTS_CHILD";
 
 /// Descriptors and threads an engine may add for the whole process while contexts come
-/// (shared kernel AIO contexts, pool workers): a few, never one per context. The uring
-/// engine is not here: a uring context still holds an io_uring fd and a reaper thread of its
-/// own (issue 9; the shared-instance design was withdrawn after the stress suite found a
-/// use-after-free in it).
+/// (shared io_uring instances and their reapers, shared kernel AIO contexts, pool
+/// workers): a few, never one per context.
 const PROCESS_WIDE_FDS: usize = 8;
 const PROCESS_WIDE_THREADS: usize = 40;
 
@@ -34,6 +32,11 @@ const PROCESS_WIDE_THREADS: usize = 40;
 /// paged in, the allocator's own bookkeeping).
 const FDS_LEFT: usize = 2;
 const RSS_LEFT_KIB: u64 = 8 * 1024;
+
+#[test]
+fn ten_thousand_live_contexts_on_uring() {
+    run(EngineKind::Uring, "ten_thousand_live_contexts_on_uring");
+}
 
 #[test]
 fn ten_thousand_live_contexts_on_kaio() {

@@ -29,7 +29,7 @@ const IORING_OFF_SQ_RING: libc::off_t = 0;
 const IORING_OFF_CQ_RING: libc::off_t = 0x800_0000;
 const IORING_OFF_SQES: libc::off_t = 0x1000_0000;
 /// `io_uring_enter`: wait for (or flush) completions.
-pub(super) const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 /// SQ ring flags: completions wait in the kernel's overflow list, or task work is pending;
 /// an enter with GETEVENTS moves them on.
 const IORING_SQ_CQ_OVERFLOW: u32 = 1 << 1;
@@ -319,8 +319,30 @@ impl RawRing {
         self.enter(to_submit, 0, getevents)
     }
 
+    /// Whether the kernel holds completions aside because the completion queue was full
+    /// (IORING_FEAT_NODROP keeps them until an enter flushes them).
+    pub(super) fn cq_overflowed(&self) -> bool {
+        // SAFETY: a word of the live mapping.
+        let flags = unsafe { (*self.sq_flags).load(Ordering::Acquire) };
+        flags & IORING_SQ_CQ_OVERFLOW != 0
+    }
+
+    /// Moves the completions the kernel holds aside into the completion queue, as far as
+    /// it has room.
+    pub(super) fn flush_overflow(&self) {
+        let _ = self.enter(0, 0, IORING_ENTER_GETEVENTS);
+    }
+
+    /// Hands in the published SQEs and waits for one CQE (or a signal).
+    pub(super) fn submit_and_wait(&self) -> io::Result<u32> {
+        // SAFETY: a word of the live mapping.
+        let tail = unsafe { (*self.sq_tail).load(Ordering::Acquire) };
+        let to_submit = tail.wrapping_sub(self.sq_head()).min(self.sq_entries);
+        self.enter(to_submit, 1, IORING_ENTER_GETEVENTS)
+    }
+
     /// `io_uring_enter` with no signal mask.
-    pub(super) fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> io::Result<u32> {
+    fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> io::Result<u32> {
         // SAFETY: io_uring_enter on this ring's fd with no argument pointer.
         let ret = unsafe {
             libc::syscall(

@@ -1,0 +1,244 @@
+//! How the one reaper thread of a shared instance parks, naps and is woken.
+//!
+//! The reaper posts the completions nobody waits for (eventfd users, programs that read the
+//! ring directly or stopped calling): while SQEs of any context are out it sleeps in
+//! `io_uring_enter`, woken by the next CQE; while nothing is out it parks on a condvar,
+//! woken by the submitter that pushes the next SQE. While the program reaps through
+//! get_events itself (which takes the CQEs of every context on the instance) and no request
+//! out signals an eventfd, it only naps a tick at a time, so that it does not wake on the
+//! other CPU for every CQE, on the program's time.
+//!
+//! The park/unpark protocol is model-checked under `--cfg aioctx_loom` (the tests below): a pushed
+//! SQE always finds the reaper awake or wakes it, and an eventfd request always ends a nap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::instance::Instance;
+use crate::sync::model::{fence, lock, wait, AtomicUsize, Condvar, Mutex};
+
+/// How long after a thread last came to get_events the reaper trusts the program to come
+/// back for its completions.
+const PROGRAM_REAPS_FOR: Duration = Duration::from_millis(2);
+
+/// How often the reaper looks at the completion queue while the program reaps itself: the
+/// longest a completion waits if the program stops calling.
+const REAPER_TICK: Duration = Duration::from_millis(1);
+
+/// What the reaper and the threads that push SQEs share to park and wake it.
+pub(super) struct Parking {
+    /// SQEs pushed whose CQE was not yet taken (requests and cancels, of every context).
+    /// Incremented under the submission lock, decremented under the completion lock.
+    pending: AtomicUsize,
+    /// 1 while the reaper is parked (or about to be); written by the reaper under `lock`,
+    /// read by pushers to skip the wake-up when it is not.
+    parked: AtomicUsize,
+    /// Requests out whose completion signals an eventfd: somebody waits on that eventfd,
+    /// not in get_events, so their completions are posted at once (no nap).
+    eventfd_requests: AtomicUsize,
+    /// Orders a wake-up against the reaper's last look before it sleeps.
+    lock: Mutex<()>,
+    unpark: Condvar,
+}
+
+impl Parking {
+    pub(super) fn new() -> Parking {
+        Parking {
+            pending: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
+            eventfd_requests: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            unpark: Condvar::new(),
+        }
+    }
+
+    /// Counts an SQE pushed; `wake` after the enter that submits it.
+    pub(super) fn pushed(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts CQEs taken, after the completion queue's new head was published.
+    pub(super) fn taken(&self, cqes: usize) {
+        if cqes > 0 {
+            self.pending.fetch_sub(cqes, Ordering::Relaxed);
+        }
+    }
+
+    /// Wakes the reaper if it is parked while SQEs are out. The fence pairs with the one in
+    /// `park`: either the reaper sees the pending SQE or we see it parked.
+    pub(super) fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) == 1 && self.pending.load(Ordering::Relaxed) > 0 {
+            let _parking = lock(&self.lock);
+            self.unpark.notify_one();
+        }
+    }
+
+    /// Returns once an SQE is out.
+    pub(super) fn park(&self) {
+        let mut parking = lock(&self.lock);
+        loop {
+            self.parked.store(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if self.pending.load(Ordering::Relaxed) > 0 {
+                self.parked.store(0, Ordering::Relaxed);
+                return;
+            }
+            parking = wait(&self.unpark, parking);
+        }
+    }
+
+    /// A request that signals an eventfd starts: a napping reaper goes back to posting
+    /// every completion at once.
+    pub(super) fn eventfd_request_started(&self) {
+        self.eventfd_requests.fetch_add(1, Ordering::Relaxed);
+        let _parking = lock(&self.lock);
+        self.unpark.notify_one();
+    }
+
+    pub(super) fn eventfd_request_finished(&self) {
+        self.eventfd_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn eventfd_requests_out(&self) -> bool {
+        self.eventfd_requests.load(Ordering::Relaxed) > 0
+    }
+
+    /// Sleeps one tick, or less if an eventfd request starts. (Under loom the wait has no
+    /// timeout, so a lost wake-up shows as a deadlock.)
+    pub(super) fn nap(&self) {
+        let parking = lock(&self.lock);
+        if !self.eventfd_requests_out() {
+            let _ = self.unpark.wait_timeout(parking, REAPER_TICK);
+        }
+    }
+}
+
+/// Whether the program reaps its completions itself, told by its calls to get_events.
+pub(super) struct Pace {
+    /// Until when (nanoseconds on `clock`) a program that called get_events is trusted to
+    /// come back for its completions. Written by get_events, read by the reaper.
+    program_reaps_until: AtomicU64,
+    clock: Instant,
+}
+
+impl Pace {
+    pub(super) fn new() -> Pace {
+        Pace {
+            program_reaps_until: AtomicU64::new(0),
+            clock: Instant::now(),
+        }
+    }
+
+    /// Called by get_events: the program reaps for a while now.
+    pub(super) fn program_is_reaping(&self) {
+        let until = (self.clock.elapsed() + PROGRAM_REAPS_FOR).as_nanos() as u64;
+        self.program_reaps_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Whether a thread came to get_events a moment ago (where it takes the CQEs there are,
+    /// and sleeps on the instance's fd) and no request out signals an eventfd.
+    pub(super) fn program_reaps(&self, parking: &Parking) -> bool {
+        let now = self.clock.elapsed().as_nanos() as u64;
+        !parking.eventfd_requests_out() && now < self.program_reaps_until.load(Ordering::Relaxed)
+    }
+}
+
+/// The reaper thread of `instance`: posts completions as they happen, for ever (an
+/// instance lives as long as the process).
+pub(super) fn run(instance: &'static Instance) {
+    loop {
+        instance.parking.park();
+        if instance.pace.program_reaps(&instance.parking) {
+            instance.parking.nap();
+            instance.take_all();
+        } else {
+            instance.wait_and_take_all();
+        }
+    }
+}
+
+#[cfg(all(test, aioctx_loom))]
+mod loom_tests {
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::Parking;
+
+    /// What a thread that pushes an SQE does.
+    fn push(parking: &Parking) {
+        parking.pushed();
+        parking.wake();
+    }
+
+    #[test]
+    fn loom_parked_reaper_wakes_for_a_pushed_sqe() {
+        loom::model(|| {
+            let parking = Arc::new(Parking::new());
+            let pusher = {
+                let parking = Arc::clone(&parking);
+                thread::spawn(move || push(&parking))
+            };
+            parking.park();
+            pusher.join().unwrap();
+        });
+    }
+
+    /// Two contexts on one instance push at once while the reaper takes the CQEs one by
+    /// one: it never sleeps through an SQE of either. (Three threads: bounded to three
+    /// preemptions, which keeps the run to seconds.)
+    #[test]
+    fn loom_two_contexts_pushing_never_leave_the_reaper_asleep() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let parking = Arc::new(Parking::new());
+            let pushers: Vec<_> = (0..2)
+                .map(|_| {
+                    let parking = Arc::clone(&parking);
+                    thread::spawn(move || push(&parking))
+                })
+                .collect();
+            for _ in 0..2 {
+                parking.park();
+                parking.taken(1);
+            }
+            for pusher in pushers {
+                pusher.join().unwrap();
+            }
+        });
+    }
+
+    /// A program thread that takes a CQE before the reaper gets to it leaves the reaper
+    /// parked until the next SQE, never asleep past it.
+    #[test]
+    fn loom_cqe_taken_by_the_program_then_a_new_sqe_wakes_the_reaper() {
+        loom::model(|| {
+            let parking = Arc::new(Parking::new());
+            push(&parking);
+            let program = {
+                let parking = Arc::clone(&parking);
+                thread::spawn(move || {
+                    parking.taken(1);
+                    push(&parking);
+                })
+            };
+            parking.park();
+            program.join().unwrap();
+            parking.park();
+        });
+    }
+
+    #[test]
+    fn loom_napping_reaper_wakes_for_an_eventfd_request() {
+        loom::model(|| {
+            let parking = Arc::new(Parking::new());
+            let submitter = {
+                let parking = Arc::clone(&parking);
+                thread::spawn(move || parking.eventfd_request_started())
+            };
+            parking.nap();
+            submitter.join().unwrap();
+        });
+    }
+}
