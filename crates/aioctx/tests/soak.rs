@@ -7,12 +7,11 @@
 //! libaio (dlopen'ed by its path, never the drop-in), which stops at `fs.aio-max-nr`: its
 //! figures are printed beside aioctx's for comparison, not judged.
 //!
-//! While 10,000 contexts are live, kaio, threads and sim run under `RLIMIT_NOFILE` 1024 and
-//! are judged on fds and threads at the peak too (SPEC §3: a context costs no fd and no
-//! thread); a uring context holds its own ring (an fd) and reaper thread, so its child
-//! raises the limit for that part, keeps 2,000 live (some 8,000 reaper threads exhaust
-//! `vm.max_map_count`) and its peak is reported, not judged. Every child caps glibc's
-//! malloc arenas (`M_ARENA_MAX`), which threads would otherwise multiply, mapped and kept.
+//! While 10,000 contexts are live, every engine runs under `RLIMIT_NOFILE` 1024 and is
+//! judged on fds and threads at the peak too (SPEC §3: a context costs no fd and no thread;
+//! uring contexts share a few process-wide io_uring instances and their reapers). Every
+//! child caps glibc's malloc arenas (`M_ARENA_MAX`), which threads would otherwise multiply,
+//! mapped and kept.
 //!
 //! `AIOCTX_SOAK_CONTEXTS` scales the 100,000 (and the 10,000 as a tenth of it).
 
@@ -156,7 +155,6 @@ fn cap_malloc_arenas() {
 fn soak_child(engine: EngineKind, contexts: usize) -> ExitCode {
     cap_malloc_arenas();
     let (path, file) = data_file();
-    let costs_fd_or_thread = engine == EngineKind::Uring;
     set_nofile(1024);
     for _ in 0..1000 {
         cycle(engine, &file);
@@ -168,17 +166,7 @@ fn soak_child(engine: EngineKind, contexts: usize) -> ExitCode {
     }
     let sequential = start.elapsed();
     let after_sequence = settled();
-    if costs_fd_or_thread {
-        set_nofile(1 << 20);
-    }
-    // A uring context holds a reaper thread on this branch: some 8,000 of them exhaust
-    // vm.max_map_count (each thread's stack, guard and signal stack are mappings) and a
-    // reaper panics. Until the shared rings land, uring keeps 2,000 live.
-    let live_count = if engine == EngineKind::Uring {
-        contexts / 50
-    } else {
-        contexts / 10
-    };
+    let live_count = contexts / 10;
     let start = Instant::now();
     let mut live = Vec::with_capacity(live_count);
     let mut live_error = None;
@@ -198,18 +186,12 @@ fn soak_child(engine: EngineKind, contexts: usize) -> ExitCode {
     let peak = Figures::now();
     drop(live);
     let live_time = start.elapsed();
-    set_nofile(1024);
     let after = settled();
     let _ = std::fs::remove_file(&path);
     println!(
         "soak {engine}: margins: +{FD_MARGIN} fds, +{THREAD_MARGIN} threads, \
          +{RSS_MARGIN_KIB} KiB RSS, +{MAPPINGS_MARGIN} mappings, +{MAPPED_MARGIN_KIB} KiB mapped; \
-         live: +{LIVE_FD_MARGIN} fds, +{LIVE_THREAD_MARGIN} threads{}",
-        if costs_fd_or_thread {
-            " (not judged: a context holds a ring and a thread)"
-        } else {
-            ""
-        }
+         live: +{LIVE_FD_MARGIN} fds, +{LIVE_THREAD_MARGIN} threads"
     );
     println!("soak {engine}: before:           {before}");
     println!("soak {engine}: after {contexts} in sequence ({sequential:.1?}): {after_sequence}");
@@ -241,24 +223,22 @@ fn soak_child(engine: EngineKind, contexts: usize) -> ExitCode {
             }
         }
     }
-    if !costs_fd_or_thread && reached < live_count {
+    if reached < live_count {
         failures.push(format!(
             "only {reached} of {live_count} contexts could be live"
         ));
     }
-    if !costs_fd_or_thread {
-        if peak.fds - before.fds > LIVE_FD_MARGIN {
-            failures.push(format!(
-                "{live_count} live contexts hold {} fds",
-                peak.fds - before.fds
-            ));
-        }
-        if peak.threads - before.threads > LIVE_THREAD_MARGIN {
-            failures.push(format!(
-                "{live_count} live contexts hold {} threads",
-                peak.threads - before.threads
-            ));
-        }
+    if peak.fds - before.fds > LIVE_FD_MARGIN {
+        failures.push(format!(
+            "{live_count} live contexts hold {} fds",
+            peak.fds - before.fds
+        ));
+    }
+    if peak.threads - before.threads > LIVE_THREAD_MARGIN {
+        failures.push(format!(
+            "{live_count} live contexts hold {} threads",
+            peak.threads - before.threads
+        ));
     }
     for failure in &failures {
         println!("soak {engine}: FAILED: {failure}");

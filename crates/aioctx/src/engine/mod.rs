@@ -209,7 +209,9 @@ pub(crate) unsafe fn take_back<T>(token: u64) -> Box<T> {
 pub enum EngineKind {
     /// The best engine that works here.
     Auto,
-    /// One io_uring per context, with a reaper thread posting its completions.
+    /// io_uring: all contexts share a few io_uring instances (one per CPU, four at most),
+    /// each with one reaper thread posting completions nobody waits for; a context holds
+    /// no fd and no thread of its own.
     Uring,
     /// The kernel's Linux AIO system calls, with shared kernel contexts; buffered I/O the
     /// kernel would do inside `io_submit` falls back to the thread pool.

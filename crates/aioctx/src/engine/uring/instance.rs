@@ -13,6 +13,7 @@
 //! holds, and no thread (the reaper included) is ever the only one that can make room.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,27 +65,27 @@ pub(super) struct Submission {
 /// lock was let go.
 pub(super) struct Locked<'a> {
     instance: &'a Instance,
-    guard: Option<MutexGuard<'a, Submission>>,
+    /// Let go only in `drop`.
+    guard: ManuallyDrop<MutexGuard<'a, Submission>>,
 }
 
 impl Deref for Locked<'_> {
     type Target = Submission;
     fn deref(&self) -> &Submission {
-        self.guard.as_ref().expect("held until dropped")
+        &self.guard
     }
 }
 
 impl DerefMut for Locked<'_> {
     fn deref_mut(&mut self) -> &mut Submission {
-        self.guard.as_mut().expect("held until dropped")
+        &mut self.guard
     }
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        let Some(mut sub) = self.guard.take() else {
-            return;
-        };
+        // SAFETY: the guard is taken once, here, and the field is not used after.
+        let mut sub = unsafe { ManuallyDrop::take(&mut self.guard) };
         if sub.stash.is_empty() {
             return;
         }
@@ -188,7 +189,7 @@ impl Instance {
     pub(super) fn submission(&self) -> Locked<'_> {
         Locked {
             instance: self,
-            guard: Some(lock(&self.submission)),
+            guard: ManuallyDrop::new(lock(&self.submission)),
         }
     }
 

@@ -12,7 +12,7 @@
 //! `fork()` through `crate::sys::fork`, the library's one `pthread_atfork`.
 
 use std::io;
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, Once, OnceLock};
 
 use super::instance::Instance;
 use super::reaper;
@@ -34,11 +34,15 @@ static SET: Mutex<Set> = Mutex::new(Set {
     next: 0,
 });
 
-/// How many instances the process may make: one per CPU, at most `MAX_INSTANCES`.
+/// How many instances the process may make: one per CPU, at most `MAX_INSTANCES`. Asked
+/// once: `available_parallelism` reads the cgroup's quota files, a dozen system calls.
 fn wanted_instances() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_INSTANCES)
+    static WANTED: OnceLock<usize> = OnceLock::new();
+    *WANTED.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_INSTANCES)
+    })
 }
 
 /// The instance a new context goes to, made (with its reaper) if it is the next one due.
