@@ -51,9 +51,14 @@ fn fd_count() -> usize {
         .count()
 }
 
+/// The process's threads, but for io_uring's own io-wq workers (`iou-wrk-*`, `iou-sqp-*`):
+/// the kernel starts and ends those for blocking work (O_DIRECT reads may take them) per
+/// submitting thread, whatever the contexts.
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("list threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| !comm.starts_with("iou-"))
         .count()
 }
 
