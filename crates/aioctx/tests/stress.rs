@@ -825,6 +825,17 @@ fn stress_uring() {
     stress(EngineKind::Uring);
 }
 
+/// Two stresses at once on uring in one process: their contexts share the process's few
+/// io_uring instances, so each one's destroys, cancels and completions run beside the
+/// other's requests on the same rings (with `stress_uring`, three at once).
+#[test]
+fn stress_uring_two_at_once() {
+    std::thread::scope(|s| {
+        s.spawn(|| stress(EngineKind::Uring));
+        stress(EngineKind::Uring);
+    });
+}
+
 /// Engines this suite crashes today, each with what it found; nothing else may be left out.
 const KNOWN_TO_CRASH: [EngineKind; 0] = [];
 
