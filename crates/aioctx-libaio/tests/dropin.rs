@@ -219,6 +219,15 @@ fn io_setup_checks_in_kernel_order_and_hands_out_the_ring() {
     run_c("setup");
 }
 
+/// 10,000 live contexts under `ulimit -n 1024`, each used, on every engine and on auto
+/// (which once ran out of descriptors on io_uring and then failed every io_submit).
+#[test]
+fn ten_thousand_live_contexts_under_1024_open_files() {
+    let mut engines = engines();
+    engines.push("auto");
+    run_c_on("many", engines);
+}
+
 #[test]
 fn io_submit_checks_in_kernel_order_copies_iocbs_and_resolves_fds() {
     run_c("submit");
