@@ -774,15 +774,20 @@ impl Engine for SimEngine {
     }
 
     fn cancel_all(&self) {
-        complete_cancelled(self.take(|_| true, usize::MAX));
+        let (taken, disk) = {
+            let mut state = self.machine.lock_state();
+            let taken = state.take(|_| true, |r| r.belongs_to(&self.core), usize::MAX);
+            // On a machine of its own, every request of the machine is the context's, and
+            // none is left to run (polls never touch the disk): its descriptors of the
+            // caller's files close now, not when the context is dropped, and before the
+            // requests count out, so that no destroyer returns while one is open (SPEC §1:
+            // destroy leaves no file held).
+            let disk = self.own_machine.then(|| std::mem::take(&mut state.disk));
+            (taken, disk)
+        };
+        drop(disk);
+        complete_cancelled(taken);
         cancel_polls(&self.core, |_| true, usize::MAX);
-        if self.own_machine {
-            // Every request of the machine is the context's, and none is left to run (polls
-            // never touch the disk): its descriptors of the caller's files close now, not
-            // when the context is dropped (SPEC §1: destroy leaves no file held).
-            let disk = std::mem::take(&mut self.machine.lock_state().disk);
-            drop(disk);
-        }
     }
 
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
