@@ -11,11 +11,10 @@
 //! names nothing, as on the kernel: every lookup checks that token (a caller that scribbles
 //! over it, past the last event, loses its handle).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use aioctx::ffi::{generation, hold_write_across_fork};
 use aioctx::Context;
 
 use crate::user;
@@ -30,17 +29,10 @@ type Table = BTreeMap<usize, Entry>;
 /// Handle to context. Setup and destroy write it; every other call reads it.
 static TABLE: RwLock<Table> = RwLock::new(BTreeMap::new());
 
-/// Incremented in the child by every `fork()`: entries of an older generation belong to an
-/// ancestor process. The parent's entries are never dropped in the child (dropping one would
-/// wait for requests whose workers did not survive the fork); they leak.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// The table's write lock, held by the forking thread across `fork()`, so the child
-    /// never inherits it locked by a thread that does not exist there.
-    static HELD_ACROSS_FORK: RefCell<Option<RwLockWriteGuard<'static, Table>>> =
-        const { RefCell::new(None) };
-}
+// Entries carry the library's fork generation (`aioctx::ffi::generation`), which a child
+// of `fork()` counts one higher: entries of an older generation belong to an ancestor
+// process. The parent's entries are never dropped in the child (dropping one would wait for
+// requests whose workers did not survive the fork); they leak.
 
 fn read_table() -> RwLockReadGuard<'static, Table> {
     TABLE
@@ -54,33 +46,14 @@ fn write_table() -> RwLockWriteGuard<'static, Table> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-extern "C" fn before_fork() {
-    let guard = write_table();
-    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(guard));
-}
-
-extern "C" fn after_fork_in_parent() {
-    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
-}
-
-extern "C" fn after_fork_in_child() {
-    GENERATION.fetch_add(1, Ordering::Relaxed);
-    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
-}
-
+/// Has the library's fork registry hold the table's write lock across `fork()` (the
+/// process has one fork-handler registration), so the child never inherits it locked by
+/// a thread that does not exist there. The table is a leaf lock: nothing takes another lock
+/// while holding it, and no lock of the library is held while taking it, so where it falls
+/// in the registry's order does not matter.
 fn watch_forks() {
     static REGISTERED: Once = Once::new();
-    REGISTERED.call_once(|| {
-        // SAFETY: the handlers are plain functions that live as long as the process (this
-        // library is never unloaded while contexts exist: the table holds them).
-        unsafe {
-            libc::pthread_atfork(
-                Some(before_fork),
-                Some(after_fork_in_parent),
-                Some(after_fork_in_child),
-            )
-        };
-    });
+    REGISTERED.call_once(|| hold_write_across_fork(&TABLE, |_| {}));
 }
 
 /// Registers a new context; returns its handle (its ring's address).
@@ -90,7 +63,7 @@ pub(crate) fn insert(context: Context) -> (usize, Arc<Context>) {
     let context = Arc::new(context);
     let entry = Entry {
         context: Arc::clone(&context),
-        generation: GENERATION.load(Ordering::Relaxed),
+        generation: generation(),
     };
     write_table().insert(handle, entry);
     (handle, context)
@@ -98,7 +71,7 @@ pub(crate) fn insert(context: Context) -> (usize, Arc<Context>) {
 
 /// The live context a handle names in this process, if any.
 pub(crate) fn lookup(handle: usize) -> Option<Arc<Context>> {
-    let generation = GENERATION.load(Ordering::Relaxed);
+    let generation = generation();
     let filed = read_table()
         .get(&handle)
         .filter(|entry| entry.generation == generation)
@@ -164,7 +137,7 @@ pub(crate) fn live_contexts() -> Vec<Arc<Context>> {
     let Ok(table) = TABLE.try_read() else {
         return Vec::new();
     };
-    let generation = GENERATION.load(Ordering::Relaxed);
+    let generation = generation();
     table
         .values()
         .filter(|entry| entry.generation == generation)

@@ -740,6 +740,34 @@ fn destroy_leaves_nothing_in_flight(engine: EngineKind) {
     });
 }
 
+/// A pipe read that waited for its data (the poller moves it, through a second open of the
+/// FIFO where the engine makes one) holds no descriptor of the pipe once its event is
+/// there: destroy right after it finds none (SPEC §1). Rounds, because what this guards
+/// against was a window of a few instructions on another thread.
+fn destroy_right_after_a_pipe_read_completes_leaves_no_descriptor_of_the_pipe(engine: EngineKind) {
+    for round in 0..300 {
+        let (r, mut w) = pipe();
+        let ctx = ctx(engine, 8);
+        ctx.submit_one(Request::read(r.clone(), vec![0u8; 8], 0).data(1))
+            .unwrap();
+        w.write_all(b"x").unwrap();
+        let event = loop {
+            if let Some(event) = ctx.get_events(0, 1, Some(Duration::ZERO)).unwrap().pop() {
+                break event;
+            }
+            std::hint::spin_loop();
+        };
+        assert_eq!((event.data, event.res), (1, 1));
+        ctx.destroy().unwrap();
+        let w = Arc::new(w);
+        assert_eq!(
+            descriptors_on(&[&r], &[&r, &w]),
+            Vec::<i32>::new(),
+            "round {round}: a descriptor of the pipe is held after destroy"
+        );
+    }
+}
+
 fn destroy_cancels_polls_that_never_fire(engine: EngineKind) {
     let (r, _w) = pipe();
     let ctx = ctx(engine, 64);
@@ -960,7 +988,9 @@ macro_rules! engines {
                 cancel_of_a_request_no_longer_in_flight_is_einval,
                 cancel_of_a_poll_delivers_ecanceled, a_poll_answers_cancel_once,
                 a_direct_read_answers_cancel_at_most_once, destroy_leaves_nothing_in_flight,
-                destroy_cancels_polls_that_never_fire, two_concurrent_destroyers,
+                destroy_cancels_polls_that_never_fire,
+                destroy_right_after_a_pipe_read_completes_leaves_no_descriptor_of_the_pipe,
+                two_concurrent_destroyers,
                 eight_concurrent_destroyers, second_destroy_returns_einval, drop_is_destroy,
                 forgotten_context_keeps_request_memory_alive, context_is_send_and_sync,
                 every_buffer_type_round_trips_as_itself,

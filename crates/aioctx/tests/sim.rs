@@ -603,6 +603,44 @@ fn stuck_requests_complete_only_when_cancelled_or_destroyed() {
 }
 
 #[test]
+fn cancel_and_destroy_on_a_shared_machine_take_only_their_own_contexts_requests() {
+    // Two contexts of one machine with the same request identities, on the clock and
+    // parked on a pipe: what one cancels or destroys is never the other's.
+    let machine = SimMachine::new(config("seed=2,delay=10ms"));
+    let (mine, theirs) = (machine.context(16).unwrap(), machine.context(16).unwrap());
+    let (r_mine, _w_mine) = pipe();
+    let (r_theirs, mut w_theirs) = pipe();
+    let mut ids = Vec::new();
+    for ctx in [&mine, &theirs] {
+        let own: Vec<_> = (0..6)
+            .map(|i| ctx.submit_one(Request::noop().data(i)).unwrap())
+            .collect();
+        ids.push(own);
+    }
+    mine.submit_one(Request::read(r_mine, vec![0u8; 8], 0).data(6))
+        .unwrap();
+    theirs
+        .submit_one(Request::read(r_theirs, vec![0u8; 8], 0).data(6))
+        .unwrap();
+    assert_eq!(ids[0], ids[1], "both contexts use the same identities");
+    mine.cancel(ids[0][3]).unwrap();
+    mine.destroy().unwrap();
+    assert_eq!(mine.stats().cancelled, 7);
+    assert_eq!(theirs.stats().cancelled, 0);
+    std::io::Write::write_all(&mut w_theirs, b"abc").unwrap();
+    let mut events: Vec<(u64, i64)> = theirs
+        .get_events(7, 7, FIVE_SECONDS)
+        .unwrap()
+        .iter()
+        .map(|e| (e.data, e.res))
+        .collect();
+    events.sort();
+    let mut expected: Vec<(u64, i64)> = (0..6).map(|i| (i, 0)).collect();
+    expected.push((6, 3));
+    assert_eq!(events, expected);
+}
+
+#[test]
 fn a_context_waiting_only_on_a_pipe_sleeps_and_is_destroyed() {
     let (r, mut w) = pipe();
     let ctx = Context::builder()

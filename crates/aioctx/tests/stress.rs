@@ -161,15 +161,27 @@ struct Totals {
     late_writes: u64,
     /// Contexts whose requests still held a file or shared memory after all joined.
     held_after_destroy: u64,
-    violations: Vec<String>,
+    /// What they held, for the first few.
+    held_details: Vec<String>,
+    violations: Violations,
 }
 
-impl Totals {
-    fn violation(&mut self, what: String) {
-        if self.violations.len() < 20 {
-            self.violations.push(what);
-        } else if self.violations.len() == 20 {
-            self.violations.push("...".into());
+/// Violations: every one counted, and the full text of the first few kept, so that no
+/// report ever says "1 violation" without saying which.
+#[derive(Default, Debug)]
+struct Violations {
+    count: u64,
+    first: Vec<String>,
+}
+
+impl Violations {
+    /// How many texts are kept (per round, and in all).
+    const KEPT: usize = 20;
+
+    fn add(&mut self, what: String) {
+        self.count += 1;
+        if self.first.len() < Self::KEPT {
+            self.first.push(what);
         }
     }
 }
@@ -191,7 +203,7 @@ struct Round<'a> {
     next_block: AtomicUsize,
     destroying: AtomicBool,
     destroyed: AtomicBool,
-    violations: Mutex<Vec<String>>,
+    violations: Mutex<Violations>,
     faults: AtomicU64,
     cancelled_events: AtomicU64,
     destroy_results: Mutex<Vec<Option<i32>>>,
@@ -199,10 +211,7 @@ struct Round<'a> {
 
 impl Round<'_> {
     fn violation(&self, what: String) {
-        let mut v = self.violations.lock().unwrap();
-        if v.len() < 20 {
-            v.push(what);
-        }
+        self.violations.lock().unwrap().add(what);
     }
 
     fn make_request(&self, rng: &mut XorShift, tag: u64) -> (Kind, Request) {
@@ -619,7 +628,7 @@ fn run_round(engine: EngineKind, files: &Files, seed: u64, totals: &mut Totals) 
         next_block: AtomicUsize::new(0),
         destroying: AtomicBool::new(false),
         destroyed: AtomicBool::new(false),
-        violations: Mutex::new(Vec::new()),
+        violations: Mutex::new(Violations::default()),
         faults: AtomicU64::new(0),
         cancelled_events: AtomicU64::new(0),
         destroy_results: Mutex::new(Vec::new()),
@@ -641,21 +650,32 @@ fn run_round(engine: EngineKind, files: &Files, seed: u64, totals: &mut Totals) 
             s.spawn(move || round.destroyer(i, delay, barrier));
         }
     });
-    tally_round(&round, files, baseline, totals);
+    tally_round(&round, seed, files, baseline, totals);
     round.shared
 }
 
-fn tally_round(round: &Round, files: &Files, baseline: [usize; 4], totals: &mut Totals) {
+/// Adds a round (run with `seed`) to the totals; every violation's text names its round.
+fn tally_round(round: &Round, seed: u64, files: &Files, baseline: [usize; 4], totals: &mut Totals) {
     totals.contexts += 1;
-    for v in round.violations.lock().unwrap().drain(..) {
-        totals.violation(v);
+    let seen = std::mem::take(&mut *round.violations.lock().unwrap());
+    let unkept = seen.count - seen.first.len() as u64;
+    for v in seen.first {
+        totals.violations.add(format!("round {seed}: {v}"));
+    }
+    if unkept > 0 {
+        totals.violations.add(format!(
+            "round {seed}: {unkept} more violations, text not kept"
+        ));
+        totals.violations.count += unkept - 1;
     }
     let mut results = round.destroy_results.lock().unwrap().clone();
     results.sort();
     let mut expected = vec![Some(libc::EINVAL); DESTROYERS - 1];
     expected.insert(0, None);
     if results != expected {
-        totals.violation(format!("destroyers returned {results:?}"));
+        totals
+            .violations
+            .add(format!("destroyers returned {results:?}"));
     }
     let mut accepted = 0;
     for (tag, entry) in round.entries.lock().unwrap().iter() {
@@ -667,7 +687,9 @@ fn tally_round(round: &Round, files: &Files, baseline: [usize; 4], totals: &mut 
                 totals.events += 1;
                 totals.duplicates += u64::from(n - 1);
             }
-            other => totals.violation(format!("tag {tag} ended as {other:?}")),
+            other => totals
+                .violations
+                .add(format!("tag {tag} ended as {other:?}")),
         }
         if entry.accepted == Some(true) {
             accepted += 1;
@@ -682,7 +704,7 @@ fn tally_round(round: &Round, files: &Files, baseline: [usize; 4], totals: &mut 
     totals.cancelled_events += round.cancelled_events.load(Ordering::Relaxed);
     let stats = round.ctx.stats();
     if stats.submitted != accepted || stats.completed != stats.submitted {
-        totals.violation(format!(
+        totals.violations.add(format!(
             "context counted {stats:?}, the test {accepted} accepted"
         ));
     }
@@ -697,15 +719,23 @@ fn tally_round(round: &Round, files: &Files, baseline: [usize; 4], totals: &mut 
         &round.pipe,
         &round.socket,
     ];
+    let descriptors = descriptors_on(&ours, &[&ours[..], &[&round.pipe_writer]].concat());
+    let counts = files.strong_counts();
     let held = [
-        !descriptors_on(&ours, &[&ours[..], &[&round.pipe_writer]].concat()).is_empty(),
-        files.strong_counts() != baseline,
-        Arc::strong_count(&round.pipe) != 1,
-        Arc::strong_count(&round.socket) != 1,
-        Arc::strong_count(&round.shared) != 1,
+        (!descriptors.is_empty()).then(|| format!("descriptors {descriptors:?} open on its files")),
+        (counts != baseline).then(|| format!("file references {counts:?}, {baseline:?} before")),
+        (Arc::strong_count(&round.pipe) != 1).then(|| "a reference to the pipe".to_string()),
+        (Arc::strong_count(&round.socket) != 1).then(|| "a reference to the socket".to_string()),
+        (Arc::strong_count(&round.shared) != 1).then(|| "a reference to its memory".to_string()),
     ];
-    if held.iter().any(|&h| h) {
+    let held: Vec<String> = held.into_iter().flatten().collect();
+    if !held.is_empty() {
         totals.held_after_destroy += 1;
+        if totals.held_details.len() < Violations::KEPT {
+            totals
+                .held_details
+                .push(format!("round {seed}: held {}", held.join(", ")));
+        }
     }
 }
 
@@ -756,12 +786,13 @@ fn stress(engine: EngineKind) {
         totals.duplicates,
         totals.late_writes,
         totals.held_after_destroy,
-        totals.violations.len()
+        totals.violations.count
     );
+    let details = report_details(engine, &totals);
     assert!(
-        totals.violations.is_empty(),
-        "{engine}: {:#?}",
-        totals.violations
+        totals.violations.count == 0,
+        "{engine}: {} violations:\n{details}",
+        totals.violations.count
     );
     assert_eq!(totals.duplicates, 0, "{engine}: duplicate events");
     // SPEC §2 io_cancel: a request answers -EINPROGRESS at most once.
@@ -772,13 +803,38 @@ fn stress(engine: EngineKind) {
     assert_eq!(totals.late_writes, 0, "{engine}: late writes");
     assert_eq!(
         totals.held_after_destroy, 0,
-        "{engine}: contexts still holding a file or memory after destroy"
+        "{engine}: contexts still holding a file or memory after destroy:\n{details}"
     );
     assert!(totals.events > 0, "{engine}: no request completed");
     assert!(totals.discarded + totals.events == totals.accepted);
     if engine == EngineKind::Sim {
         assert!(totals.faults > 0, "the simulator injected no fault");
     }
+}
+
+/// Prints the text of every violation kept and of what contexts held after destroy, one a
+/// line, beside the summary, and writes them to `stress-<engine>.txt` under the target's
+/// temporary directory (in case the output is cut); returns them.
+fn report_details(engine: EngineKind, totals: &Totals) -> String {
+    let mut lines = Vec::new();
+    for (i, v) in totals.violations.first.iter().enumerate() {
+        let count = totals.violations.count;
+        lines.push(format!(
+            "stress {engine}: violation {} of {count}: {v}",
+            i + 1
+        ));
+    }
+    for held in &totals.held_details {
+        lines.push(format!("stress {engine}: after destroy, {held}"));
+    }
+    let text = lines.join("\n");
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    let path =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stress-{engine}.txt"));
+    let _ = std::fs::write(&path, format!("{text}\n"));
+    format!("{text}\n(also in {})", path.display())
 }
 
 /// A thread that ends the process if one round runs past `ROUND_LIMIT` (a hang), naming

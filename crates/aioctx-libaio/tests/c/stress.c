@@ -397,8 +397,10 @@ static int same_file(const struct stat *a, const struct stat *b)
 }
 
 /* Descriptors open in this process, beyond the program's own four, on the test's files or
-   on one of the `n` files in `closed` (which the program closed): the library's. */
-static int held_descriptors(const struct files *files, const struct stat *closed, int n)
+   on one of the `n` files in `closed` (which the program closed): the library's. Each is
+   named, with what it is open on, so that a report says which. */
+static int held_descriptors(int round, const struct files *files, const struct stat *closed,
+			    int n)
 {
 	int own[4] = {files->read_direct, files->read_buffered, files->write_direct,
 		      files->write_buffered};
@@ -422,7 +424,12 @@ static int held_descriptors(const struct files *files, const struct stat *closed
 		for (int i = 0; i < n; i++)
 			theirs |= same_file(&st, &closed[i]);
 		if (theirs && !mine) {
-			fprintf(stderr, "stress: descriptor %d still open after destroy\n", fd);
+			char link[64], target[256];
+			snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+			ssize_t len = readlink(link, target, sizeof target - 1);
+			target[len > 0 ? len : 0] = 0;
+			fprintf(stderr, "stress: round %d: descriptor %d (%s) still open after destroy\n",
+				round, fd, target);
 			held++;
 		}
 	}
@@ -527,7 +534,7 @@ static int one_round(int round, const struct files *files, unsigned char *bufs,
 		close(ends[i]);
 	}
 	/* The descriptors the library duplicated for the round's iocbs are all closed. */
-	if (held_descriptors(files, ids, 4) > 0)
+	if (held_descriptors(round, files, ids, 4) > 0)
 		total_held++;
 	int violations = r->violations;
 	pthread_barrier_destroy(&r->barrier);

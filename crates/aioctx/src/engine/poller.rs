@@ -219,6 +219,8 @@ pub(crate) fn start_transfer(
         };
     }
     if let Some(result) = transfer.settle(&request.request, res) {
+        // Its second open of a FIFO goes before the request counts out (see `advance`).
+        drop(transfer);
         request.complete(result);
         return Ok(());
     }
@@ -442,6 +444,10 @@ impl Poller {
         // instead of missing it.
         drop(waiting);
         let res = transfer.run(&mut request.request);
+        // The copy's second open of a FIFO goes now: once `settle` completes the request,
+        // nothing of it may hold a descriptor of the caller's file (SPEC §1), and a destroy
+        // may return at that very moment.
+        drop(transfer);
         self.settle(id, request, res);
         res != -(libc::EAGAIN as i64)
     }

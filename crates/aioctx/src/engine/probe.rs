@@ -220,7 +220,7 @@ enum ChildExit {
 /// pointers among the arguments point at the parent's memory, which the child has a copy
 /// of; whatever the call creates goes away with the child.
 ///
-/// The child is made by a raw `clone(SIGCHLD)` (a fork without the `pthread_atfork`
+/// The child is made by a raw `clone(SIGCHLD)` (a fork without the registered fork
 /// handlers, which take locks and allocate) and runs only raw system calls before
 /// `_exit`: it is async-signal-safe, as a child of a multi-threaded process must be.
 fn syscall_in_child(nr: libc::c_long, a: libc::c_long, b: libc::c_long) -> io::Result<ChildExit> {

@@ -14,7 +14,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Mutex, MutexGuard, Once, RwLock, RwLockWriteGuard};
 
 use crate::sync::lock;
 
@@ -41,6 +41,31 @@ impl<T: Send + 'static> Hook for HeldLock<T> {
         let guard = held
             .as_mut()
             .and_then(|held| held.downcast_mut::<MutexGuard<'static, T>>());
+        if let Some(guard) = guard {
+            (self.in_child)(guard);
+        }
+    }
+}
+
+/// A read-write lock held for writing across every fork.
+struct HeldWrite<T: 'static> {
+    rwlock: &'static RwLock<T>,
+    in_child: fn(&mut T),
+}
+
+impl<T: Send + Sync + 'static> Hook for HeldWrite<T> {
+    fn prepare(&self) -> Option<Box<dyn Any>> {
+        let guard = self
+            .rwlock
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(Box::new(guard))
+    }
+
+    fn in_child(&self, held: &mut Option<Box<dyn Any>>) {
+        let guard = held
+            .as_mut()
+            .and_then(|held| held.downcast_mut::<RwLockWriteGuard<'static, T>>());
         if let Some(guard) = guard {
             (self.in_child)(guard);
         }
@@ -79,6 +104,16 @@ thread_local! {
 #[doc(hidden)]
 pub fn hold_across_fork<T: Send + 'static>(mutex: &'static Mutex<T>, in_child: fn(&mut T)) {
     register(Box::leak(Box::new(HeldLock { mutex, in_child })));
+}
+
+/// As [`hold_across_fork`], for a read-write lock, held for writing (so that no reader
+/// or writer of the parent holds it across the fork).
+#[doc(hidden)]
+pub fn hold_write_across_fork<T: Send + Sync + 'static>(
+    rwlock: &'static RwLock<T>,
+    in_child: fn(&mut T),
+) {
+    register(Box::leak(Box::new(HeldWrite { rwlock, in_child })));
 }
 
 /// Runs `reset` in the child after every `fork()`, after the held locks' `in_child`s.
@@ -153,8 +188,9 @@ static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// it does not have, and some of the memory it inherits is still shared with the parent (the
 /// completion ring, io_uring's queues, the kernel AIO ring), so the child must not touch any
 /// of it. Contexts record the generation they were made in; one whose record differs is a
-/// forked child's copy of a parent's context.
-pub(crate) fn generation() -> u64 {
+/// forked child's copy of a parent's context (and so do the C ABI's handles).
+#[doc(hidden)]
+pub fn generation() -> u64 {
     use std::sync::atomic::Ordering;
     static WATCHING: Once = Once::new();
     fn count_fork_in_child() {

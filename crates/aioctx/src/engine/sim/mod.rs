@@ -61,7 +61,7 @@
 //! [`SimMachine::replay_line`] gives it. Feeding it back (`AIOCTX_SIM=<line>`, or parsing
 //! it) reproduces the run.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -70,6 +70,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::blocking::perform_up_to;
+use super::pending::{Keyed, Pending};
 use super::poller::{cancel_polls, start_poll};
 use super::{cancel_queued_or_poll, complete_cancelled, Engine, EngineKind};
 use crate::core::{Core, Inflight};
@@ -123,9 +124,36 @@ enum Outcome {
     Short(usize),
 }
 
-struct Pending {
+/// A request the machine holds, and where.
+struct Held {
     request: Inflight,
-    outcome: Outcome,
+    place: Place,
+}
+
+#[derive(Clone, Copy)]
+enum Place {
+    /// On the clock: runs at this virtual time, with this outcome.
+    Due(u64, Outcome),
+    /// A pipe or socket transfer waiting for its peer, retried under `RWF_NOWAIT`.
+    Parked(Outcome),
+    /// Only cancel or destroy completes it.
+    Stuck,
+}
+
+impl Place {
+    /// What running the request does (a stuck request is never run).
+    fn outcome(self) -> Outcome {
+        match self {
+            Place::Due(_, outcome) | Place::Parked(outcome) => outcome,
+            Place::Stuck => Outcome::Run,
+        }
+    }
+}
+
+impl Keyed for Held {
+    fn cancel_key(&self) -> Option<u64> {
+        Some(self.request.request.key())
+    }
 }
 
 /// A simulated machine: one virtual clock, one disk, one power supply, for any number of
@@ -155,14 +183,14 @@ struct MachineState {
     crash_rng: Rng,
     /// The virtual clock, in nanoseconds.
     now: u64,
-    /// Requests ever queued, to order those due at the same time.
-    seq: u64,
-    /// By (virtual due time, seq).
-    pending: BTreeMap<(u64, u64), Pending>,
-    /// Stuck requests: only cancel or destroy completes them.
-    stuck: Vec<Inflight>,
-    /// Pipe and socket transfers that came due but would block: waiting for their peer.
-    parked: Vec<Pending>,
+    /// Every request the machine holds, of all its contexts, by id (submit order): the
+    /// engines' one keyed set, which cancel and destroy take from.
+    held: Pending<Held>,
+    /// The ids of the requests on the clock, by (virtual due time, id): those due at the
+    /// same time run in submit order.
+    due: BTreeSet<(u64, u64)>,
+    /// The ids of the pipe and socket transfers waiting for their peer, in submit order.
+    parked: BTreeSet<u64>,
     /// Due times of the latest requests, for the `reorder` bound.
     recent_due: VecDeque<u64>,
     reorder_floor: u64,
@@ -193,10 +221,9 @@ impl SimMachine {
                 rng: Rng(config.seed),
                 crash_rng,
                 now: 0,
-                seq: 0,
-                pending: BTreeMap::new(),
-                stuck: Vec::new(),
-                parked: Vec::new(),
+                held: Pending::default(),
+                due: BTreeSet::new(),
+                parked: BTreeSet::new(),
                 recent_due: VecDeque::new(),
                 reorder_floor: 0,
                 last_call: Instant::now(),
@@ -271,12 +298,12 @@ impl Machine {
         state.retry_parked(&self.faults);
         if let Some(idle) = self.config.idle {
             if state.last_call.elapsed() >= idle {
-                while !state.pending.is_empty() && !state.crashed {
+                while !state.due.is_empty() && !state.crashed {
                     state.step(&self.faults);
                 }
             }
         }
-        let idling = self.config.idle.is_some() && !state.pending.is_empty();
+        let idling = self.config.idle.is_some() && !state.due.is_empty();
         let needed = !state.parked.is_empty() || idling;
         state.served = needed;
         needed
@@ -284,6 +311,57 @@ impl Machine {
 }
 
 impl MachineState {
+    /// Holds a request at `place`; returns its id.
+    fn hold(&mut self, request: Inflight, place: Place) -> u64 {
+        let id = self.held.insert(Held { request, place });
+        match place {
+            Place::Due(due, _) => {
+                self.due.insert((due, id));
+            }
+            Place::Parked(_) => {
+                self.parked.insert(id);
+            }
+            Place::Stuck => {}
+        }
+        id
+    }
+
+    /// Lets go of what `hold` recorded for a request taken out of `held`.
+    fn unindex(&mut self, id: u64, held: &Held) {
+        match held.place {
+            Place::Due(due, _) => {
+                self.due.remove(&(due, id));
+            }
+            Place::Parked(_) => {
+                self.parked.remove(&id);
+            }
+            Place::Stuck => {}
+        }
+    }
+
+    /// Takes a held request out of the machine.
+    fn release(&mut self, id: u64) -> Option<Held> {
+        let held = self.held.remove(id)?;
+        self.unindex(id, &held);
+        Some(held)
+    }
+
+    /// Takes the oldest requests (at most `limit`) whose key `matching` selects and
+    /// `eligible` admits, from wherever the machine holds them.
+    fn take(
+        &mut self,
+        matching: impl Fn(u64) -> bool,
+        eligible: impl Fn(&Inflight) -> bool,
+        limit: usize,
+    ) -> Vec<Inflight> {
+        let chosen = self.held.select(matching, |h| eligible(&h.request), limit);
+        chosen
+            .into_iter()
+            .filter_map(|id| self.release(id))
+            .map(|held| held.request)
+            .collect()
+    }
+
     /// Queues a request with its latency drawn from the configuration.
     fn queue(&mut self, config: &SimConfig, request: Inflight, outcome: Outcome) {
         let (min, max) = (nanos(config.min_delay), nanos(config.max_delay));
@@ -306,9 +384,7 @@ impl MachineState {
             due = due.max(self.reorder_floor);
             self.recent_due.push_back(due);
         }
-        self.pending
-            .insert((due, self.seq), Pending { request, outcome });
-        self.seq += 1;
+        self.hold(request, Place::Due(due, outcome));
     }
 
     /// Draws the fate of a new request of `len` bytes; None: it is stuck. A short transfer
@@ -342,7 +418,7 @@ impl MachineState {
     /// what is due then.
     fn step(&mut self, faults: &AtomicU64) {
         if self.run_due(faults) == 0 {
-            if let Some((&(due, _), _)) = self.pending.first_key_value() {
+            if let Some(&(due, _)) = self.due.first() {
                 self.now = self.now.max(due);
                 self.run_due(faults);
             }
@@ -352,116 +428,50 @@ impl MachineState {
     /// Runs, in order, every request due by the virtual now; returns how many.
     fn run_due(&mut self, faults: &AtomicU64) -> usize {
         let mut ran = 0;
-        while let Some(entry) = self.pending.first_entry() {
-            if entry.key().0 > self.now || self.crashed {
+        while let Some(&(due, id)) = self.due.first() {
+            if due > self.now || self.crashed {
                 break;
             }
-            let pending = entry.remove();
+            self.due.pop_first();
+            let Some(held) = self.held.remove(id) else {
+                continue;
+            };
             ran += 1;
             self.executed += 1;
             if self.crash_at == Some(self.executed) {
                 // Power goes as this request starts: it is in flight, with the rest. An
                 // error restoring a file leaves it as it is; its requests still fail EIO.
-                let _ = self.crash(Some(pending.request));
+                let _ = self.crash(Some(held.request));
                 break;
             }
-            if let Some(pending) = self.execute(pending, faults) {
-                self.parked.push(pending);
+            let outcome = held.place.outcome();
+            let mut request = held.request;
+            match execute(&mut self.disk, &mut request, outcome, faults) {
+                Some(res) => request.complete(res),
+                None => {
+                    self.hold(request, Place::Parked(outcome));
+                }
             }
         }
         ran
     }
 
-    /// Tries the transfers waiting for their peer again; those still waiting stay.
+    /// Tries the transfers waiting for their peer again, in submit order; those still
+    /// waiting stay.
     fn retry_parked(&mut self, faults: &AtomicU64) {
-        for pending in std::mem::take(&mut self.parked) {
-            if let Some(pending) = self.execute(pending, faults) {
-                self.parked.push(pending);
+        let parked: Vec<u64> = self.parked.iter().copied().collect();
+        for id in parked {
+            let Some(held) = self.held.get_mut(id) else {
+                continue;
+            };
+            let Place::Parked(outcome) = held.place else {
+                continue;
+            };
+            if let Some(res) = execute(&mut self.disk, &mut held.request, outcome, faults) {
+                if let Some(held) = self.release(id) {
+                    held.request.complete(res);
+                }
             }
-        }
-    }
-
-    /// Runs a due request and completes it; gives it back if it is a pipe or socket
-    /// transfer that would block.
-    fn execute(&mut self, pending: Pending, faults: &AtomicU64) -> Option<Pending> {
-        let Pending {
-            mut request,
-            outcome,
-        } = pending;
-        let limit = match outcome {
-            Outcome::Fail(errno) => {
-                faults.fetch_add(1, Ordering::Relaxed);
-                request.complete(-(errno as i64));
-                return None;
-            }
-            Outcome::Short(limit) => limit,
-            Outcome::Run => usize::MAX,
-        };
-        let r = &request.request;
-        let stream = (r.opcode.is_read() || r.opcode.is_write()) && !r.mode.regular;
-        let extra = if stream {
-            RwFlags::NOWAIT
-        } else {
-            RwFlags::empty()
-        };
-        let write = self.write_plan(&request, limit);
-        if let Some((file, offset, len, durable)) = &write {
-            if let Err(e) = self.disk.before_write(file, *offset, *len, *durable) {
-                request.complete(-(e.raw_os_error().unwrap_or(libc::EIO) as i64));
-                return None;
-            }
-        }
-        let res = perform_up_to(&mut request.request, extra, limit);
-        if stream && res == -(libc::EAGAIN as i64) {
-            return Some(Pending { request, outcome });
-        }
-        let res = self.note_durable(&request, write, res);
-        if matches!(outcome, Outcome::Short(_)) && res >= 0 {
-            faults.fetch_add(1, Ordering::Relaxed);
-        }
-        request.complete(res);
-        None
-    }
-
-    /// For a write to a regular file: the file, the offset (None: appends), the bytes it
-    /// will move at most, and whether it is durable when done.
-    fn write_plan(
-        &self,
-        request: &Inflight,
-        limit: usize,
-    ) -> Option<(Arc<File>, Option<u64>, u64, bool)> {
-        let r = &request.request;
-        if !r.opcode.is_write() || !r.mode.regular {
-            return None;
-        }
-        let file = r.file.clone()?;
-        let append = r.rw_flags.contains(RwFlags::APPEND) || opened_append(&file);
-        let durable = r.rw_flags.contains(RwFlags::DSYNC)
-            || r.rw_flags.contains(RwFlags::SYNC)
-            || disk::opened_dsync(&file);
-        let offset = (!append).then_some(r.offset as u64);
-        let len = r.buffers.total_len().min(limit) as u64;
-        Some((file, offset, len, durable))
-    }
-
-    /// Records what a finished write or sync made durable; a failure to record fails it.
-    fn note_durable(
-        &mut self,
-        request: &Inflight,
-        write: Option<(Arc<File>, Option<u64>, u64, bool)>,
-        res: i64,
-    ) -> i64 {
-        if res < 0 {
-            return res;
-        }
-        let noted = match (write, &request.request.file) {
-            (Some((file, offset, _, true)), _) => self.disk.made_durable(&file, offset, res as u64),
-            (None, Some(file)) if request.request.opcode.is_sync() => self.disk.synced(file),
-            _ => Ok(()),
-        };
-        match noted {
-            Ok(()) => res,
-            Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO) as i64),
         }
     }
 
@@ -472,17 +482,22 @@ impl MachineState {
             return Ok(());
         }
         self.crashed = true;
+        // In flight, in this order (the order of the torn-write draws and of the events):
+        // the request starting, those on the clock by due time, the stuck, the parked.
+        let mut order: Vec<u64> = self.due.iter().map(|&(_, id)| id).collect();
+        order.extend(
+            self.held
+                .iter()
+                .filter(|(_, held)| matches!(held.place, Place::Stuck))
+                .map(|(id, _)| id),
+        );
+        order.extend(self.parked.iter().copied());
         let mut in_flight: Vec<Inflight> = starting.into_iter().collect();
         in_flight.extend(
-            std::mem::take(&mut self.pending)
-                .into_values()
-                .map(|p| p.request),
-        );
-        in_flight.append(&mut self.stuck);
-        in_flight.extend(
-            std::mem::take(&mut self.parked)
+            order
                 .into_iter()
-                .map(|p| p.request),
+                .filter_map(|id| self.release(id))
+                .map(|held| held.request),
         );
         let mut landing = Vec::new();
         for request in &mut in_flight {
@@ -506,7 +521,7 @@ impl MachineState {
     /// What of an in-flight write reaches the file at the crash: all of it, none, or its
     /// bytes up to a sector boundary inside it, drawn from the seed.
     fn torn_write(&mut self, request: &mut Inflight) -> Option<(Arc<File>, u64, Vec<u8>)> {
-        let plan = self.write_plan(request, usize::MAX)?;
+        let plan = write_plan(request, usize::MAX)?;
         let (file, Some(offset), len, _) = plan else {
             return None;
         };
@@ -531,6 +546,84 @@ impl MachineState {
             data.extend_from_slice(unsafe { std::slice::from_raw_parts(base, take) });
         }
         Some((file, offset, data))
+    }
+}
+
+/// Runs a due request against its file; its result, or None if it is a pipe or socket
+/// transfer that would block (it stays as it was, to be tried again).
+fn execute(
+    disk: &mut Disk,
+    request: &mut Inflight,
+    outcome: Outcome,
+    faults: &AtomicU64,
+) -> Option<i64> {
+    let limit = match outcome {
+        Outcome::Fail(errno) => {
+            faults.fetch_add(1, Ordering::Relaxed);
+            return Some(-(errno as i64));
+        }
+        Outcome::Short(limit) => limit,
+        Outcome::Run => usize::MAX,
+    };
+    let r = &request.request;
+    let stream = (r.opcode.is_read() || r.opcode.is_write()) && !r.mode.regular;
+    let extra = if stream {
+        RwFlags::NOWAIT
+    } else {
+        RwFlags::empty()
+    };
+    let write = write_plan(request, limit);
+    if let Some((file, offset, len, durable)) = &write {
+        if let Err(e) = disk.before_write(file, *offset, *len, *durable) {
+            return Some(-(e.raw_os_error().unwrap_or(libc::EIO) as i64));
+        }
+    }
+    let res = perform_up_to(&mut request.request, extra, limit);
+    if stream && res == -(libc::EAGAIN as i64) {
+        return None;
+    }
+    let res = note_durable(disk, request, write, res);
+    if matches!(outcome, Outcome::Short(_)) && res >= 0 {
+        faults.fetch_add(1, Ordering::Relaxed);
+    }
+    Some(res)
+}
+
+/// For a write to a regular file: the file, the offset (None: appends), the bytes it will
+/// move at most, and whether it is durable when done.
+fn write_plan(request: &Inflight, limit: usize) -> Option<(Arc<File>, Option<u64>, u64, bool)> {
+    let r = &request.request;
+    if !r.opcode.is_write() || !r.mode.regular {
+        return None;
+    }
+    let file = r.file.clone()?;
+    let append = r.rw_flags.contains(RwFlags::APPEND) || opened_append(&file);
+    let durable = r.rw_flags.contains(RwFlags::DSYNC)
+        || r.rw_flags.contains(RwFlags::SYNC)
+        || disk::opened_dsync(&file);
+    let offset = (!append).then_some(r.offset as u64);
+    let len = r.buffers.total_len().min(limit) as u64;
+    Some((file, offset, len, durable))
+}
+
+/// Records what a finished write or sync made durable; a failure to record fails it.
+fn note_durable(
+    disk: &mut Disk,
+    request: &Inflight,
+    write: Option<(Arc<File>, Option<u64>, u64, bool)>,
+    res: i64,
+) -> i64 {
+    if res < 0 {
+        return res;
+    }
+    let noted = match (write, &request.request.file) {
+        (Some((file, offset, _, true)), _) => disk.made_durable(&file, offset, res as u64),
+        (None, Some(file)) if request.request.opcode.is_sync() => disk.synced(file),
+        _ => Ok(()),
+    };
+    match noted {
+        Ok(()) => res,
+        Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO) as i64),
     }
 }
 
@@ -609,41 +702,12 @@ impl SimEngine {
         })
     }
 
-    /// Takes up to `limit` of this context's requests that `matches` selects, from every
-    /// place the machine holds them.
+    /// Takes up to `limit` of this context's requests that `matches` selects (the oldest
+    /// first), from every place the machine holds them.
     fn take(&self, matches: impl Fn(u64) -> bool, limit: usize) -> Vec<Inflight> {
-        let mut state = self.machine.lock_state();
-        let state = &mut *state;
-        let mine = |r: &Inflight| r.belongs_to(&self.core) && matches(r.request.key());
-        let keys: Vec<(u64, u64)> = state
-            .pending
-            .iter()
-            .filter(|(_, p)| mine(&p.request))
-            .map(|(key, _)| *key)
-            .take(limit)
-            .collect();
-        let mut taken: Vec<Inflight> = keys
-            .iter()
-            .filter_map(|key| state.pending.remove(key))
-            .map(|p| p.request)
-            .collect();
-        let mut at = 0;
-        while at < state.parked.len() && taken.len() < limit {
-            if mine(&state.parked[at].request) {
-                taken.push(state.parked.remove(at).request);
-            } else {
-                at += 1;
-            }
-        }
-        let mut at = 0;
-        while at < state.stuck.len() && taken.len() < limit {
-            if mine(&state.stuck[at]) {
-                taken.push(state.stuck.remove(at));
-            } else {
-                at += 1;
-            }
-        }
-        taken
+        self.machine
+            .lock_state()
+            .take(matches, |r| r.belongs_to(&self.core), limit)
     }
 
     /// Has the background thread serve the machine, if it does not yet.
@@ -690,12 +754,14 @@ impl Engine for SimEngine {
         let unit = if direct(r) { sector } else { 1 };
         match state.outcome(config, r.opcode, r.buffers.total_len(), unit) {
             Some(outcome @ (Outcome::Run | Outcome::Short(_))) if stream => {
-                state.parked.push(Pending { request, outcome })
+                state.hold(request, Place::Parked(outcome));
             }
             Some(outcome) => state.queue(config, request, outcome),
-            None => state.stuck.push(request),
+            None => {
+                state.hold(request, Place::Stuck);
+            }
         }
-        let idling = config.idle.is_some() && !state.pending.is_empty();
+        let idling = config.idle.is_some() && !state.due.is_empty();
         if idling || !state.parked.is_empty() {
             self.ensure_served(&mut state);
         }
@@ -708,19 +774,24 @@ impl Engine for SimEngine {
     }
 
     fn cancel_all(&self) {
-        complete_cancelled(self.take(|_| true, usize::MAX));
+        let (taken, disk) = {
+            let mut state = self.machine.lock_state();
+            let taken = state.take(|_| true, |r| r.belongs_to(&self.core), usize::MAX);
+            // On a machine of its own, every request of the machine is the context's, and
+            // none is left to run (polls never touch the disk): its descriptors of the
+            // caller's files close now, not when the context is dropped, and before the
+            // requests count out, so that no destroyer returns while one is open (SPEC §1:
+            // destroy leaves no file held).
+            let disk = self.own_machine.then(|| std::mem::take(&mut state.disk));
+            (taken, disk)
+        };
+        drop(disk);
+        complete_cancelled(taken);
         cancel_polls(&self.core, |_| true, usize::MAX);
-        if self.own_machine {
-            // Every request of the machine is the context's, and none is left to run (polls
-            // never touch the disk): its descriptors of the caller's files close now, not
-            // when the context is dropped (SPEC §1: destroy leaves no file held).
-            let disk = std::mem::take(&mut self.machine.lock_state().disk);
-            drop(disk);
-        }
     }
 
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
-        if self.machine.lock_state().pending.is_empty() {
+        if self.machine.lock_state().due.is_empty() {
             return None;
         }
         always_ready()
