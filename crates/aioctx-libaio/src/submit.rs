@@ -2,10 +2,11 @@
 //! checks in the kernel's order (fs/aio.c: `io_submit_one`, `__io_submit_one`, `aio_read`,
 //! `aio_prep_fsync`, `aio_poll`; lib/iov_iter.c: `__import_iovec`).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, RawFd};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use aioctx::ffi::abi::{self, Iocb};
 use aioctx::ffi::{names_same_file, open_mode_raw, LentFd, OpenMode, RawMem, RawParts};
@@ -140,33 +141,52 @@ impl Files {
 /// memory, so a file the caller closed is never held open by it. The mode is the one of
 /// the open file when the copy was made: a later `fcntl(F_SETFL)` toggling `O_DIRECT` on
 /// it is seen once its requests in flight are done.
+///
+/// The memory is the submitting thread's own: threads submitting at once (to one context
+/// or many) share no lock and no cache line for it. A thread that submits on a number
+/// another thread's requests hold takes a copy of its own, as without this memory. Where
+/// `kcmp` is not allowed (Docker's default seccomp profile), no copy compares equal and
+/// every call checks the number afresh, as without this memory.
 struct Copies;
 
-/// How many copies are remembered (most recent first out of the way last).
+/// How many copies a thread remembers (the oldest is forgotten first).
 const REMEMBERED_COPIES: usize = 16;
 
-static COPIES: Mutex<Vec<(RawFd, Weak<File>, OpenMode)>> = Mutex::new(Vec::new());
+thread_local! {
+    static COPIES: RefCell<Vec<(RawFd, Weak<File>, OpenMode)>> = const { RefCell::new(Vec::new()) };
+}
 
 impl Copies {
-    /// The live copy and mode remembered for `raw`, if `raw` still names that open file.
+    /// The live copy and mode this thread remembers for `raw`, if `raw` still names that
+    /// open file.
     fn still_named(raw: RawFd) -> Option<(Arc<File>, OpenMode)> {
-        let (copy, mode) = {
-            let copies = COPIES.lock().unwrap_or_else(|p| p.into_inner());
+        let (copy, mode) = Copies::with(|copies| {
             let (_, weak, mode) = copies.iter().find(|(n, _, _)| *n == raw)?;
-            (weak.upgrade()?, *mode)
-        };
+            Some((weak.upgrade()?, *mode))
+        })??;
         // SAFETY: `raw` is the caller's `aio_fildes`, lent for the call (libaio's contract);
         // kcmp only compares it, and a number that names nothing compares unequal.
         unsafe { names_same_file(raw, copy.as_fd()) }.then_some((copy, mode))
     }
 
     fn remember(raw: RawFd, copy: &Arc<File>, mode: OpenMode) {
-        let mut copies = COPIES.lock().unwrap_or_else(|p| p.into_inner());
-        copies.retain(|(n, weak, _)| *n != raw && weak.strong_count() > 0);
-        if copies.len() == REMEMBERED_COPIES {
-            copies.remove(0);
-        }
-        copies.push((raw, Arc::downgrade(copy), mode));
+        Copies::with(|copies| {
+            copies.retain(|(n, weak, _)| *n != raw && weak.strong_count() > 0);
+            if copies.len() == REMEMBERED_COPIES {
+                copies.remove(0);
+            }
+            copies.push((raw, Arc::downgrade(copy), mode));
+        });
+    }
+
+    /// Runs `f` on this thread's memory; `None` while it is not available (the thread's
+    /// locals torn down, or an io_submit from a signal handler that interrupted this
+    /// thread's own): the call then goes without it.
+    fn with<R>(f: impl FnOnce(&mut Vec<(RawFd, Weak<File>, OpenMode)>) -> R) -> Option<R> {
+        COPIES
+            .try_with(|cell| cell.try_borrow_mut().ok().map(|mut copies| f(&mut copies)))
+            .ok()
+            .flatten()
     }
 }
 

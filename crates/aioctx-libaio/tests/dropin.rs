@@ -330,6 +330,24 @@ fn fast_paths_keep_the_kernels_answers() {
     run_c("fastpath");
 }
 
+/// The same where kcmp is denied (Docker's default seccomp profile): the memory of fd
+/// copies cannot tell a reused number from the same file, and so never reuses a copy.
+#[test]
+fn fast_paths_keep_the_kernels_answers_where_kcmp_is_denied() {
+    let binary = c_program("fastpath");
+    for engine in engines() {
+        let out = on_dropin(binary.to_str().expect("utf-8 path"), engine)
+            .arg("deny-kcmp")
+            .output()
+            .expect("run fastpath");
+        assert!(
+            out.status.success(),
+            "fastpath deny-kcmp on {engine}: {}",
+            text(&out)
+        );
+    }
+}
+
 /// System calls the drop-in makes besides the I/O, per request, at batch 16: the file's
 /// mode is learnt once per call and number, caller memory is copied without a system call,
 /// and the caller's fd is copied only for what outlives the call, once per call. A

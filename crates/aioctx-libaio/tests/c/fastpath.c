@@ -2,8 +2,25 @@
    unreadable iocb pointer (the ones before it run), also when the pointer array itself
    runs into an unmapped page; aio_key is reset to 0 whatever it held; and a request keeps
    the file its fd named at submit when the caller closes the number and reuses it while
-   the request is in flight. */
+   the request is in flight, also when the number names another file at the next submit.
+   With the argument deny-kcmp, the same under a seccomp filter that answers kcmp with
+   EPERM, as Docker's default profile does (the drop-in's memory of fd copies must then
+   never take a copy for a number that names another file). */
 #include "check.h"
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+#if defined(__x86_64__)
+#define AUDIT_ARCH_HERE AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define AUDIT_ARCH_HERE AUDIT_ARCH_AARCH64
+#else
+#error "add this architecture's AUDIT_ARCH"
+#endif
 
 static struct timespec five = {5, 0};
 
@@ -140,9 +157,61 @@ static void cold_fd_reused(io_context_t ctx)
 	close(other);
 }
 
-int main(void)
+/* A read of a file with O_DIRECT is in flight (holding a copy of the fd where a worker
+   runs it) when the caller makes the number name another file and submits a second read
+   on it: the second reads the other file, the first the original. */
+static void number_reused_between_submits(io_context_t ctx)
+{
+	int original = temp_file(65536, 9, O_RDONLY | O_DIRECT);
+	int other = temp_file(65536, 10, O_RDONLY | O_DIRECT);
+	unsigned char *bufs[2] = {aligned(65536), aligned(65536)};
+	struct iocb iocbs[2];
+	struct iocb *list[2] = {&iocbs[0], &iocbs[1]};
+	io_prep_pread(&iocbs[0], original, bufs[0], 65536, 0);
+	CHECK_RET(io_submit(ctx, 1, &list[0]), 1);
+	CHECK(dup2(other, original) == original);
+	io_prep_pread(&iocbs[1], original, bufs[1], 65536, 0);
+	CHECK_RET(io_submit(ctx, 1, &list[1]), 1);
+	struct io_event events[2];
+	CHECK_RET(io_getevents(ctx, 2, 2, events, &five), 2);
+	for (int e = 0; e < 2; e++) {
+		CHECK(events[e].res == 65536);
+		int which = events[e].obj == &iocbs[0] ? 0 : 1;
+		for (size_t i = 0; i < 65536; i++)
+			CHECK(bufs[which][i] == file_byte(i, which == 0 ? 9 : 10));
+	}
+	free(bufs[0]);
+	free(bufs[1]);
+	close(original);
+	close(other);
+}
+
+/* Answers kcmp with EPERM from now on, as Docker's default seccomp profile does. */
+static void deny_kcmp(void)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_HERE, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_kcmp, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {
+		.len = (unsigned short)(sizeof(filter) / sizeof(filter[0])),
+		.filter = filter,
+	};
+	CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+	CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
+	CHECK(syscall(SYS_kcmp, getpid(), getpid(), 0, 0, 0) == -1 && errno == EPERM);
+}
+
+int main(int argc, char **argv)
 {
 	report_library();
+	if (argc > 1 && strcmp(argv[1], "deny-kcmp") == 0)
+		deny_kcmp();
 	io_context_t ctx = 0;
 	CHECK_RET(io_setup(16, &ctx), 0);
 	int file = temp_file(8192, 5, O_RDONLY);
@@ -152,6 +221,7 @@ int main(void)
 	fd_reused_while_in_flight(ctx);
 	direct_fd_reused(ctx);
 	cold_fd_reused(ctx);
+	number_reused_between_submits(ctx);
 	CHECK_RET(io_destroy(ctx), 0);
 	return 0;
 }

@@ -3,13 +3,18 @@
 //! starve another. A worker runs a request with the plain blocking syscalls
 //! (`blocking.rs`) and completes it.
 //!
+//! A worker that finds nothing to do spins a little before it sleeps (one at a time): a
+//! program that answers each completion with its next request (fio at a queue depth)
+//! hands that request to a running worker, without a wake-up on either side.
+//!
 //! Each context has its own [`PoolQueue`]; queued requests can be taken back (cancel,
 //! destroy), a request a worker is running (I/O of a regular file or block device, which
 //! always finishes) cannot.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::blocking::perform;
 use super::pending::Pending;
@@ -20,6 +25,16 @@ use crate::sys::fork;
 
 /// Workers when `AIOCTX_WORKERS` does not say: enough to keep a disk busy at queue depth 32.
 const DEFAULT_WORKERS: usize = 32;
+
+/// How long a worker with nothing to do looks for new work before it sleeps: about the
+/// time a program takes to answer a completion with its next request. A request that
+/// arrives meanwhile costs no wake-up (a futex call on the submitter's side, and ~35 µs
+/// before a sleeping worker runs on another CPU of a small VM).
+const SPIN: Duration = Duration::from_micros(50);
+
+/// How many workers spin at once: one is enough to take the next request of a program
+/// that answers completions one by one, and more would take the CPU that program needs.
+const MAX_SPINNERS: usize = 1;
 
 /// The worker pool of the process.
 struct Pool {
@@ -41,6 +56,9 @@ struct PoolState {
     /// Wake-ups granted and not yet taken: each enqueued request grants one to a sleeping
     /// worker, so a burst of requests wakes as many workers at once instead of a chain.
     permits: usize,
+    /// The claims of the workers spinning for work, not yet claimed: a submitter takes one
+    /// and sets it instead of waking a sleeper.
+    spinners: Vec<Arc<AtomicBool>>,
 }
 
 /// One context's requests waiting for a worker.
@@ -86,18 +104,24 @@ fn forget_parents_work(state: &mut PoolState) {
     state.workers = 0;
     state.idle = 0;
     state.permits = 0;
+    state.spinners.clear();
     std::mem::forget(std::mem::take(&mut state.runnable));
 }
 
 impl Pool {
-    /// Gets a worker going for one more request: wakes a sleeper that has no permit yet,
-    /// else starts a worker if the pool may grow, else leaves the request to the next
-    /// worker that finishes (busy workers look for work before they sleep). The sleeper is
-    /// woken after the lock is let go, so that it does not wake only to wait for the lock.
+    /// Gets a worker going for one more request: claims the spinning worker if there is
+    /// one (it takes the request without a wake-up), else wakes a sleeper that has no
+    /// permit yet, else starts a worker if the pool may grow, else leaves the request to
+    /// the next worker that finishes (busy workers look for work before they sleep). The
+    /// sleeper is woken after the lock is let go, so that it does not wake only to wait for
+    /// the lock.
     fn add_work(&'static self, queue: Option<Arc<Queue>>) {
         let mut state = lock(&self.state);
         state.runnable.extend(queue);
-        if state.idle > state.permits {
+        if let Some(claim) = state.spinners.pop() {
+            // Relaxed: the spinner takes the pool's lock before it looks for the work.
+            claim.store(true, Ordering::Relaxed);
+        } else if state.idle > state.permits {
             state.permits += 1;
             drop(state);
             self.work.notify_one();
@@ -111,16 +135,27 @@ impl Pool {
         }
     }
 
-    /// Puts a queue back in line after one of its requests was taken.
-    fn reschedule(&self, queue: Arc<Queue>) {
-        lock(&self.state).runnable.push_back(queue);
-    }
-
-    fn next_queue(&self) -> Arc<Queue> {
+    /// The next request for this worker: one queued now, else one that arrives while it
+    /// spins (if fewer than `MAX_SPINNERS` others spin), else one it is woken for.
+    fn next_request(&self) -> Inflight {
         let mut state = lock(&self.state);
+        let mut may_spin = true;
         loop {
-            if let Some(queue) = state.runnable.pop_front() {
-                return queue;
+            if let Some(request) = take_request(&mut state) {
+                return request;
+            }
+            if may_spin && state.spinners.len() < MAX_SPINNERS {
+                let claim = Arc::new(AtomicBool::new(false));
+                state.spinners.push(Arc::clone(&claim));
+                drop(state);
+                let claimed = spin_until(&claim);
+                state = lock(&self.state);
+                // Withdrawn under the lock, so a claim comes before or not at all.
+                state.spinners.retain(|other| !Arc::ptr_eq(other, &claim));
+                // Claimed: the work may have gone to a worker that finished meanwhile, and
+                // this one may spin again; not claimed: it sleeps.
+                may_spin = claimed || claim.load(Ordering::Relaxed);
+                continue;
             }
             state.idle += 1;
             while state.permits == 0 {
@@ -128,30 +163,57 @@ impl Pool {
             }
             state.permits -= 1;
             state.idle -= 1;
+            may_spin = true;
         }
     }
 
     fn work_loop(&'static self) {
         loop {
-            let queue = self.next_queue();
-            let (request, more) = {
-                let mut state = lock(&queue.state);
-                let request = state.requests.pop_oldest();
-                let more = !state.requests.is_empty();
-                // Still scheduled while more wait: it goes back in line below.
-                state.scheduled = more;
-                (request, more)
-            };
-            if more {
-                // Back of the line: the next worker serves another context first. (Outside
-                // the queue's lock: submitters take the two locks one at a time too.)
-                self.reschedule(Arc::clone(&queue));
-            }
-            if let Some(mut request) = request {
-                let res = perform(&mut request.request);
-                request.complete(res);
-            }
+            let mut request = self.next_request();
+            let res = perform(&mut request.request);
+            request.complete(res);
         }
+    }
+}
+
+/// Takes the oldest request of the first runnable queue, and puts that queue back at the
+/// end of the line if more wait in it (the next request goes to another context first).
+/// Under the pool's lock, so that a queue with requests is always in line when a submitter
+/// gets a worker going for it: a woken worker finds the request it was woken for (or a
+/// worker that finished meanwhile took it). Takes the queue's lock inside the pool's;
+/// nobody takes them in the other order (submitters take one at a time).
+fn take_request(state: &mut PoolState) -> Option<Inflight> {
+    while let Some(queue) = state.runnable.pop_front() {
+        let (request, more) = {
+            let mut queued = lock(&queue.state);
+            let request = queued.requests.pop_oldest();
+            let more = !queued.requests.is_empty();
+            queued.scheduled = more;
+            (request, more)
+        };
+        if more {
+            state.runnable.push_back(queue);
+        }
+        // None: cancel emptied the queue while it was in line.
+        if request.is_some() {
+            return request;
+        }
+    }
+    None
+}
+
+/// Spins, yielding the CPU to whatever else is runnable on it, until `claim` is set or
+/// `SPIN` passes; returns whether it was claimed.
+fn spin_until(claim: &AtomicBool) -> bool {
+    let start = Instant::now();
+    loop {
+        if claim.load(Ordering::Relaxed) {
+            return true;
+        }
+        if start.elapsed() >= SPIN {
+            return false;
+        }
+        std::thread::yield_now();
     }
 }
 

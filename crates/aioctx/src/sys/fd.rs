@@ -173,12 +173,27 @@ pub unsafe fn names_same_file(raw: RawFd, file: BorrowedFd<'_>) -> bool {
 }
 
 /// `names_same_file` for the crate, which only compares numbers it was given.
+/// Where kcmp is denied (`EPERM` from a seccomp filter, `ENOSYS` from a kernel built
+/// without it) it is not tried again: every answer would be false, at a system call each.
 pub(crate) fn same_file(raw: RawFd, file: BorrowedFd<'_>) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
     const KCMP_FILE: libc::c_int = 0;
+    /// Set once kcmp was refused as a call (never for a number's `EBADF`); Relaxed: a
+    /// thread that misses it only makes one more refused call.
+    static DENIED: AtomicBool = AtomicBool::new(false);
+    if DENIED.load(Ordering::Relaxed) {
+        return false;
+    }
     let pid = super::fork::pid();
     // SAFETY: kcmp compares two descriptor numbers of this process and reads no memory. An
     // invalid number is EBADF, not a fault.
     let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, raw, file.as_raw_fd()) };
+    if ret < 0 {
+        let error = io::Error::last_os_error().raw_os_error();
+        if matches!(error, Some(libc::EPERM | libc::ENOSYS | libc::EACCES)) {
+            DENIED.store(true, Ordering::Relaxed);
+        }
+    }
     ret == 0
 }
 
