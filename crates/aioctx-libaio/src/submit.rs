@@ -47,7 +47,7 @@ pub(crate) fn submit(context: &Context, nr: usize, iocbpp: usize) -> Result<usiz
         }
         accepted
     });
-    files.remember_copies();
+    files.remember();
     match failure {
         Some(error) if accepted == 0 => Err(error),
         _ => Ok(accepted),
@@ -82,6 +82,14 @@ fn submit_one(context: &Context, user_iocb: usize, files: &mut Files) -> Result<
     context
         .submit_with(|| {
             decode(context, &iocb, user_iocb, files)
+                .or_else(|error| {
+                    // Found on a remembered mode: decoded again on the mode learnt now,
+                    // so that a number that names nothing is EBADF before anything else.
+                    match files.relearn(iocb.aio_fildes)? {
+                        true => decode(context, &iocb, user_iocb, files),
+                        false => Err(error),
+                    }
+                })
                 .map(Request::from)
                 .map_err(io::Error::from_raw_os_error)
         })
@@ -97,39 +105,173 @@ fn submit_one(context: &Context, user_iocb: usize, files: &mut Files) -> Result<
 /// the kernel allows too (each iocb gets the file the number named at some moment of it).
 #[derive(Default)]
 struct Files {
-    resolved: Vec<(Arc<LentFd>, OpenMode)>,
+    resolved: Vec<Resolved>,
+}
+
+/// A number met in the call: its lent descriptor and mode, and whether the mode is only
+/// remembered from an earlier call ([`Modes`]) rather than learnt of the file now.
+struct Resolved {
+    fd: Arc<LentFd>,
+    mode: OpenMode,
+    remembered: bool,
 }
 
 impl Files {
-    fn resolve(&mut self, raw: u32) -> Result<(Arc<LentFd>, OpenMode), Errno> {
+    /// The lent number `raw` and its mode, for a request of `opcode`; a remembered mode is
+    /// taken only for a `plain` read or write.
+    fn resolve(
+        &mut self,
+        raw: u32,
+        opcode: Option<Opcode>,
+        plain: bool,
+    ) -> Result<&Resolved, Errno> {
         let raw = i32::try_from(raw).map_err(|_| libc::EBADF)?;
-        if let Some((fd, mode)) = self.resolved.iter().find(|(fd, _)| fd.raw() == raw) {
-            return Ok((Arc::clone(fd), *mode));
-        }
-        let (fd, mode) = match Copies::still_named(raw) {
-            // SAFETY: libaio's contract: `aio_fildes` is a descriptor the caller keeps open
-            // until io_submit returns; `still_named` checked it names `copy`'s file.
-            Some((copy, mode)) => (unsafe { LentFd::with_copy(raw, copy) }, mode),
-            None => {
-                // SAFETY: libaio's contract as above; a number that names nothing gives
-                // EBADF here (fcntl), before any request is built on it.
-                let mode = unsafe { open_mode_raw(raw) }.map_err(errno_of)?;
-                // SAFETY: as above, and `open_mode_raw` found the number open.
-                (unsafe { LentFd::new(raw) }, mode)
+        let trusting = |mode: &OpenMode| plain && opcode.is_some_and(|op| Modes::serves(mode, op));
+        if let Some(index) = self.resolved.iter().position(|r| r.fd.raw() == raw) {
+            let entry = &mut self.resolved[index];
+            if entry.remembered && (entry.fd.refuted() || !trusting(&entry.mode)) {
+                // SAFETY: libaio's contract: `aio_fildes` is lent until io_submit returns.
+                entry.mode = unsafe { open_mode_raw(raw) }.map_err(errno_of)?;
+                entry.remembered = false;
             }
+            return Ok(&self.resolved[index]);
+        }
+        let entry = match Modes::remembered(raw).filter(trusting) {
+            Some(mode) => Resolved {
+                // SAFETY: libaio's contract: `aio_fildes` is a descriptor the caller keeps
+                // open until io_submit returns; the library trusts the remembered mode only
+                // as far as a transfer on the number proves it.
+                fd: Arc::new(unsafe { LentFd::new(raw) }),
+                mode,
+                remembered: true,
+            },
+            None => match Copies::still_named(raw) {
+                // SAFETY: as above; `still_named` checked it names `copy`'s file.
+                Some((copy, mode)) => Resolved {
+                    fd: Arc::new(unsafe { LentFd::with_copy(raw, copy) }),
+                    mode,
+                    remembered: false,
+                },
+                None => {
+                    // SAFETY: as above; a number that names nothing gives EBADF here
+                    // (fcntl), before any request is built on it.
+                    let mode = unsafe { open_mode_raw(raw) }.map_err(errno_of)?;
+                    Resolved {
+                        // SAFETY: as above, and `open_mode_raw` found the number open.
+                        fd: Arc::new(unsafe { LentFd::new(raw) }),
+                        mode,
+                        remembered: false,
+                    }
+                }
+            },
         };
-        let fd = Arc::new(fd);
-        self.resolved.push((Arc::clone(&fd), mode));
-        Ok((fd, mode))
+        self.resolved.push(entry);
+        Ok(self.resolved.last().expect("just pushed"))
     }
 
-    /// Remembers the copies requests of this call took, for the next calls.
-    fn remember_copies(&self) {
-        for (fd, mode) in &self.resolved {
-            if let Some(copy) = fd.copied() {
-                Copies::remember(fd.raw(), &copy, *mode);
+    /// Learns the mode of `raw` afresh if it was only remembered (`EBADF` if it names
+    /// nothing); whether it was.
+    fn relearn(&mut self, raw: u32) -> Result<bool, Errno> {
+        let Some(entry) = self
+            .resolved
+            .iter_mut()
+            .find(|r| r.remembered && r.fd.raw() as u32 == raw)
+        else {
+            return Ok(false);
+        };
+        // SAFETY: libaio's contract: `aio_fildes` is lent until io_submit returns.
+        entry.mode = unsafe { open_mode_raw(entry.fd.raw()) }.map_err(errno_of)?;
+        entry.remembered = false;
+        Ok(true)
+    }
+
+    /// Remembers, for the next calls, the copies requests of this call took and the modes
+    /// learnt, and forgets what requests found wrong.
+    fn remember(&self) {
+        for entry in &self.resolved {
+            if let Some(copy) = entry.fd.copied() {
+                Copies::remember(entry.fd.raw(), &copy, entry.mode);
+            }
+            if entry.fd.refuted() {
+                Modes::forget(entry.fd.raw());
+            } else if !entry.remembered {
+                Modes::remember(entry.fd.raw(), entry.mode);
             }
         }
+    }
+}
+
+/// The modes of the buffered regular files this thread's calls named, by number, so that
+/// a plain read or write on one costs no `fcntl` and `fstat`: what such a request does
+/// first is a transfer on the number, which tells whether the number still names a file
+/// of that mode (see the library's `inline::on_remembered_mode`), and anything else looks
+/// again. What a transfer cannot tell (the number now names a file opened `O_DIRECT` or
+/// `O_SYNC`, whose I/O then runs inline, correct but waiting for the device) lasts at
+/// most `TRUSTED_CALLS` calls: a mode is learnt afresh after that many. Modes that lead
+/// elsewhere (direct or synchronous I/O, pipes, sockets, devices) are not remembered:
+/// they are learnt at each call, or kept by [`Copies`].
+struct Modes;
+
+/// How many numbers' modes a thread remembers (the oldest is forgotten first).
+const REMEMBERED_MODES: usize = 16;
+
+/// How many calls take a remembered mode before it is learnt again.
+const TRUSTED_CALLS: u32 = 64;
+
+thread_local! {
+    /// Each number's mode, and how many more calls may take it.
+    static MODES: RefCell<Vec<(RawFd, OpenMode, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Modes {
+    /// Whether a remembered `mode` may carry a plain `op` (the transfer then confirms it).
+    fn serves(mode: &OpenMode, op: Opcode) -> bool {
+        Modes::rememberable(mode)
+            && ((op.is_read() && mode.readable) || (op.is_write() && mode.writable))
+    }
+
+    fn rememberable(mode: &OpenMode) -> bool {
+        mode.regular && !mode.direct && !mode.sync
+    }
+
+    /// The mode remembered for `raw`, taken by one more call, if it may still be taken.
+    fn remembered(raw: RawFd) -> Option<OpenMode> {
+        let mut taken = None;
+        Modes::with(|modes| {
+            if let Some((_, mode, calls)) = modes.iter_mut().find(|(n, _, _)| *n == raw) {
+                if *calls > 0 {
+                    *calls -= 1;
+                    taken = Some(*mode);
+                }
+            }
+        });
+        taken
+    }
+
+    fn remember(raw: RawFd, mode: OpenMode) {
+        Modes::with(|modes| {
+            modes.retain(|(n, _, _)| *n != raw);
+            if Modes::rememberable(&mode) {
+                if modes.len() == REMEMBERED_MODES {
+                    modes.remove(0);
+                }
+                modes.push((raw, mode, TRUSTED_CALLS));
+            }
+        });
+    }
+
+    fn forget(raw: RawFd) {
+        Modes::with(|modes| modes.retain(|(n, _, _)| *n != raw));
+    }
+
+    /// Runs `f` on this thread's memory, or not at all while it is not available (the
+    /// thread's locals torn down, or a call from a signal handler inside this thread's own).
+    fn with(f: impl FnOnce(&mut Vec<(RawFd, OpenMode, u32)>)) {
+        let _ = MODES.try_with(|cell| {
+            if let Ok(mut modes) = cell.try_borrow_mut() {
+                f(&mut modes);
+            }
+        });
     }
 }
 
@@ -196,7 +338,12 @@ fn decode(
     user_iocb: usize,
     files: &mut Files,
 ) -> Result<RawParts, Errno> {
-    let (fd, mode) = files.resolve(iocb.aio_fildes)?;
+    let opcode = Opcode::from_raw(iocb.aio_lio_opcode);
+    // Plain: no RWF_* flags, and no eventfd, whose copy (made next) may take the number of
+    // an fd the caller closed, so that only a number looked at first is EBADF as it should.
+    let plain = iocb.aio_rw_flags == 0 && iocb.aio_flags & abi::IOCB_FLAG_RESFD == 0;
+    let resolved = files.resolve(iocb.aio_fildes, opcode, plain)?;
+    let (fd, mode, remembered) = (Arc::clone(&resolved.fd), resolved.mode, resolved.remembered);
     let resfd = if iocb.aio_flags & abi::IOCB_FLAG_RESFD != 0 {
         // SAFETY: libaio's contract: with IOCB_FLAG_RESFD, `aio_resfd` is an eventfd the
         // caller keeps open until io_submit returns; one that names nothing is EBADF, one
@@ -209,7 +356,7 @@ fn decode(
     // Written even when it is 0 already, as the kernel's put_user: a read-only iocb is
     // EFAULT. A guarded store costs no system call.
     user::write(user_iocb + AIO_KEY_OFFSET, &abi::KIOCB_KEY)?;
-    let opcode = Opcode::from_raw(iocb.aio_lio_opcode).ok_or(libc::EINVAL)?;
+    let opcode = opcode.ok_or(libc::EINVAL)?;
     let mut parts = RawParts {
         opcode,
         fd,
@@ -221,6 +368,7 @@ fn decode(
         obj: user_iocb as u64,
         resfd,
         mode: None,
+        mode_remembered: remembered,
     };
     match opcode {
         Opcode::Pread | Opcode::Pwrite | Opcode::Preadv | Opcode::Pwritev => {

@@ -362,18 +362,23 @@ fn no_per_request_fd_or_memory_syscalls_at_batch_16() {
 }
 
 /// At batch 1 with 32 in flight (fio's default way), at most two such calls per request:
-/// the mode once per call (`fcntl` + `fstat`), or, for a request that outlives the call,
-/// one `kcmp` that finds the copy requests in flight already hold still named by the
-/// number (no `dup` and `close` per request). The io_uring engine still takes a copy of
-/// its own for every request it puts in the ring, which needs the engine's change.
+/// none for a buffered read of a number whose mode the thread remembers (the transfer
+/// confirms it), else the mode once per call (`fcntl` + `fstat`), or, for a request that
+/// outlives the call, one `kcmp` that finds the copy requests in flight already hold still
+/// named by the number (no `dup` and `close` per request). Not yet io_uring with O_DIRECT:
+/// it takes a copy of its own for every request it puts in the ring (so that one the
+/// kernel cancels when its submitting thread exits can be submitted again), and a fast
+/// device completes the ring's requests before the next call can find their copy.
 #[test]
 fn at_most_two_fd_syscalls_per_request_at_batch_1() {
-    for engine in engines()
-        .into_iter()
-        .filter(|&e| e != "sim" && e != "uring")
-    {
+    for engine in engines().into_iter().filter(|&e| e != "sim") {
         for mode in ["buffered", "direct"] {
-            assert_fd_and_memory_syscalls(engine, mode, 1, 32, 2.0);
+            if engine == "uring" && mode == "direct" {
+                continue;
+            }
+            // Buffered: the mode is learnt again once per 64 calls on a remembered number.
+            let most = if mode == "buffered" { 0.25 } else { 2.0 };
+            assert_fd_and_memory_syscalls(engine, mode, 1, 32, most);
         }
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::buf::{Buf, IoBuf};
 use crate::core::{Core, Counters, Inflight};
 use crate::doorbell::{Doorbell, Woken};
+use crate::engine::inline::{self, Remembered};
 use crate::engine::sim::{SimConfig, SimEngine, SimMachine};
 use crate::engine::{self, Engine, EngineKind, Probe};
 use crate::eventfds::KnownEventfds;
@@ -360,7 +361,21 @@ impl Context {
     fn launch(&self, admission: Admission<'_>, request: Request) -> Result<RequestId, SubmitError> {
         let mut admission = admission;
         let mut request = request;
-        if let Err(error) = self.check(&mut request) {
+        if request.mode_remembered && !self.engine.completes_inline() {
+            // No transfer runs here before the engine's choices: the mode is learnt now.
+            if let Err(error) = request.relearn_mode() {
+                return Err(SubmitError { error, request });
+            }
+        }
+        let mut checked = self.check(&mut request);
+        if checked.is_err() && request.mode_remembered {
+            // Found on a remembered mode: the number is looked at first (a number that
+            // names nothing is EBADF before anything else, as the kernel's fget).
+            checked = request
+                .relearn_mode()
+                .and_then(|()| self.check(&mut request));
+        }
+        if let Err(error) = checked {
             return Err(SubmitError { error, request });
         }
         if !self.engine.runs_lent_fds() {
@@ -373,10 +388,20 @@ impl Context {
         // From here the request's count and slot are the Inflight's to give back.
         admission.slot = false;
         admission.counted = false;
-        match self
-            .engine
-            .start(Inflight::new(request, Arc::clone(&self.core)))
-        {
+        let inflight = Inflight::new(request, Arc::clone(&self.core));
+        let started = if inflight.request.mode_remembered {
+            match inline::on_remembered_mode(inflight) {
+                Remembered::Done => Ok(()),
+                Remembered::Relearnt(mut inflight) => match self.check(&mut inflight.request) {
+                    Ok(()) => self.engine.start(inflight),
+                    Err(error) => Err((inflight, error)),
+                },
+                Remembered::Refused(inflight, error) => Err((inflight, error)),
+            }
+        } else {
+            self.engine.start(inflight)
+        };
+        match started {
             Ok(()) => {
                 self.core.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 Ok(id)
@@ -410,6 +435,9 @@ impl Context {
             };
             if (op.is_read() && !mode.readable) || (op.is_write() && !mode.writable) {
                 return Err(errno(libc::EBADF));
+            }
+            if mode.directory {
+                return Err(errno(libc::EINVAL));
             }
             request.mode = mode;
         }

@@ -5,11 +5,12 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::buf::{Buf, Buffers, IoBuf, IoBufMut};
 use crate::sys::abi;
-use crate::sys::fd::{dup_raw, OpenMode};
+use crate::sys::fd::{dup_raw, open_mode_of, OpenMode};
 use crate::sys::mem::SharedMem;
 
 /// The AIO opcodes aioctx executes (the kernel's `IOCB_CMD_*` values).
@@ -147,6 +148,9 @@ pub struct Request {
     /// Whether `mode` is already known (the C ABI learns it once per file and batch), so
     /// submit's checks do not ask the kernel again.
     pub(crate) mode_known: bool,
+    /// Whether `mode` is what the lent number's file had at an earlier call, taken on trust
+    /// until a transfer confirms it (`inline::on_remembered_mode`).
+    pub(crate) mode_remembered: bool,
 }
 
 impl Request {
@@ -164,6 +168,7 @@ impl Request {
             resfd: None,
             mode: OpenMode::default(),
             mode_known: false,
+            mode_remembered: false,
         }
     }
 
@@ -325,6 +330,29 @@ impl Request {
         Ok(())
     }
 
+    /// Looks at the lent number's file afresh, in place of a remembered mode; the number is
+    /// marked refuted if the file's mode is not the one remembered, or it names none. Runs
+    /// within the submit call, while the number is lent.
+    pub(crate) fn relearn_mode(&mut self) -> io::Result<()> {
+        self.mode_remembered = false;
+        let Some(lent) = &self.lent else {
+            return Ok(());
+        };
+        // The number is lent for the submit call this runs in (libaio's contract).
+        match open_mode_of(lent.raw) {
+            Ok(mode) if mode == self.mode => Ok(()),
+            Ok(mode) => {
+                lent.refuted.store(true, Ordering::Relaxed);
+                self.mode = mode;
+                Ok(())
+            }
+            Err(error) => {
+                lent.refuted.store(true, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
     /// Gives back the buffer of a request that was never accepted, as the type that went
     /// in (None if it had none, or `B` is another type).
     pub fn into_buf<B: IoBuf>(self) -> Option<B> {
@@ -347,6 +375,7 @@ impl Request {
 pub struct LentFd {
     raw: RawFd,
     copy: Mutex<Option<Arc<File>>>,
+    refuted: AtomicBool,
 }
 
 impl LentFd {
@@ -361,6 +390,7 @@ impl LentFd {
         LentFd {
             raw,
             copy: Mutex::new(None),
+            refuted: AtomicBool::new(false),
         }
     }
 
@@ -375,12 +405,19 @@ impl LentFd {
         LentFd {
             raw,
             copy: Mutex::new(Some(copy)),
+            refuted: AtomicBool::new(false),
         }
     }
 
     /// The number lent.
     pub fn raw(&self) -> RawFd {
         self.raw
+    }
+
+    /// Whether a request found that the number no longer names a file of the mode its
+    /// caller remembered ([`RawParts::mode_remembered`]): the memory is to be dropped.
+    pub fn refuted(&self) -> bool {
+        self.refuted.load(Ordering::Relaxed)
     }
 
     /// The copy requests of the call took, if any did.
@@ -423,6 +460,10 @@ pub struct RawParts {
     pub resfd: Option<Arc<File>>,
     /// The file's mode, if the caller already learnt it of this very open file.
     pub mode: Option<OpenMode>,
+    /// Whether `mode` is only remembered from an earlier call on the number, not learnt of
+    /// the file it names now: the library then trusts it only as far as the transfer
+    /// proves it, and looks again otherwise ([`LentFd::refuted`] tells the caller).
+    pub mode_remembered: bool,
 }
 
 impl From<RawParts> for Request {
@@ -445,6 +486,7 @@ impl From<RawParts> for Request {
             resfd: parts.resfd,
             mode: parts.mode.unwrap_or_default(),
             mode_known: parts.mode.is_some(),
+            mode_remembered: parts.mode.is_some() && parts.mode_remembered,
         }
     }
 }

@@ -192,6 +192,14 @@ fn io_on_a_path_only_descriptor_is_ebadf(engine: EngineKind) {
     assert_eq!(errno_of_submit(&ctx, request), libc::EBADF);
 }
 
+/// A directory has no read (the kernel's missing `read_iter`): `EINVAL` at submit.
+fn read_of_a_directory_is_einval(engine: EngineKind) {
+    let ctx = ctx(engine, 8);
+    let dir = Arc::new(std::fs::File::open(std::env::temp_dir()).unwrap());
+    let request = Request::read(dir, vec![0u8; 16], 0);
+    assert_eq!(errno_of_submit(&ctx, request), libc::EINVAL);
+}
+
 fn negative_offset_is_einval(engine: EngineKind) {
     let file = temp_file(4096);
     let ctx = ctx(engine, 8);
@@ -968,7 +976,8 @@ macro_rules! engines {
                 full_ring_is_eagain_until_events_are_reaped,
                 failure_mid_batch_returns_count_before_it, first_failure_is_the_error,
                 read_of_write_only_file_is_ebadf, write_of_read_only_file_is_ebadf,
-                io_on_a_path_only_descriptor_is_ebadf, negative_offset_is_einval,
+                io_on_a_path_only_descriptor_is_ebadf, read_of_a_directory_is_einval,
+                negative_offset_is_einval,
                 fsync_with_rw_flags_is_einval, poll_with_rw_flags_is_einval,
                 resfd_that_is_not_an_eventfd_is_einval, submit_after_destroy_is_einval,
                 shared_range_outside_memory_is_einval, reads_and_writes_round_trip,

@@ -11,6 +11,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
@@ -186,6 +187,157 @@ static void number_reused_between_submits(io_context_t ctx)
 	close(other);
 }
 
+/* Reads 64 bytes at offset 0 of `fd` through the context and returns the event's res. */
+static long read_64(io_context_t ctx, int fd, void *buf)
+{
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	io_prep_pread(&iocb, fd, buf, 64, 0);
+	long ret = io_submit(ctx, 1, list);
+	if (ret != 1)
+		return ret == 0 ? -9999 : ret - 100000; /* submit's own error, told apart */
+	struct io_event event;
+	reap(ctx, 1, &event);
+	return (long)event.res;
+}
+
+/* A number the drop-in has seen name a buffered file (so a read on it may skip asking the
+   kernel what the number names) is reused between submits for other kinds of file; each
+   answer is the kernel's for the file the number names at the submit. */
+static void remembered_number_reused(io_context_t ctx)
+{
+	unsigned char buf[64];
+	int number = temp_file(8192, 11, O_RDWR);
+	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 11));
+
+	/* Another buffered file: its bytes. */
+	int other = temp_file(8192, 12, O_RDONLY);
+	CHECK(dup2(other, number) == number);
+	close(other);
+	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 12));
+
+	/* A pipe with data: the pipe's bytes (a stream: the offset is not a position). */
+	int p[2];
+	CHECK(pipe(p) == 0);
+	CHECK(write(p[1], "piped", 5) == 5);
+	CHECK(dup2(p[0], number) == number);
+	close(p[0]);
+	CHECK(read_64(ctx, number, buf) == 5 && memcmp(buf, "piped", 5) == 0);
+	/* The same pipe empty: the drop-in's submit does not wait (the kernel's blocks until
+	   data comes, so this part runs on the drop-in only), the read completes later. */
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	struct io_event event;
+	if (getenv("AIOCTX_ENGINE") != NULL) {
+		io_prep_pread(&iocb, number, buf, 64, 0);
+		CHECK_RET(io_submit(ctx, 1, list), 1);
+		struct timespec zero = {0, 0};
+		CHECK_RET(io_getevents(ctx, 0, 1, &event, &zero), 0);
+		CHECK(write(p[1], "later", 5) == 5);
+		reap(ctx, 1, &event);
+		CHECK(event.res == 5 && memcmp(buf, "later", 5) == 0);
+	}
+	close(p[1]);
+
+	/* Back to a buffered file, then a write-only one: a read is EBADF, a write lands. */
+	other = temp_file(8192, 13, O_RDONLY);
+	CHECK(dup2(other, number) == number);
+	close(other);
+	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 13));
+	other = temp_file(8192, 14, O_WRONLY);
+	CHECK(dup2(other, number) == number);
+	close(other);
+	CHECK(read_64(ctx, number, buf) == -EBADF - 100000);
+	memset(buf, 0x5a, sizeof(buf));
+	io_prep_pwrite(&iocb, number, buf, 64, 0);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	reap(ctx, 1, &event);
+	CHECK(event.res == 64);
+	unsigned char back[64];
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", number);
+	int reader = open(path, O_RDONLY);
+	CHECK(reader >= 0);
+	CHECK(pread(reader, back, 64, 0) == 64 && back[0] == 0x5a && back[63] == 0x5a);
+	close(reader);
+
+	/* The write-only file seen, then a read-write one: a read works again. */
+	other = temp_file(8192, 15, O_RDWR);
+	CHECK(dup2(other, number) == number);
+	close(other);
+	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 15));
+
+	/* An eventfd (read-write, not seekable): an 8-byte read takes its count. */
+	int efd = eventfd(3, 0);
+	CHECK(efd >= 0);
+	CHECK(dup2(efd, number) == number);
+	close(efd);
+	uint64_t count = 0;
+	io_prep_pread(&iocb, number, &count, 8, 0);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	reap(ctx, 1, &event);
+	CHECK(event.res == 8 && count == 3);
+
+	/* A directory: submit refuses it as the kernel does. */
+	other = temp_file(8192, 16, O_RDWR);
+	CHECK(dup2(other, number) == number);
+	close(other);
+	CHECK(read_64(ctx, number, buf) == 64);
+	int dir = open("/tmp", O_RDONLY | O_DIRECTORY);
+	CHECK(dir >= 0);
+	CHECK(dup2(dir, number) == number);
+	close(dir);
+	CHECK(read_64(ctx, number, buf) == -EINVAL - 100000);
+
+	/* Closed: EBADF, before a resfd that is no eventfd (EINVAL) is looked at. */
+	other = temp_file(8192, 17, O_RDWR);
+	CHECK(dup2(other, number) == number);
+	CHECK(read_64(ctx, number, buf) == 64);
+	CHECK(close(number) == 0);
+	io_prep_pread(&iocb, number, buf, 64, 0);
+	io_set_eventfd(&iocb, other);
+	CHECK_RET(io_submit(ctx, 1, list), -EBADF);
+
+	/* O_DIRECT switched on under the number (fcntl): an aligned read reads the file, and
+	   an unaligned one gets what a plain pread of the same gets (EINVAL where the device
+	   needs alignment), in its event. */
+	CHECK(dup2(other, number) == number);
+	close(other);
+	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 17));
+	CHECK(fcntl(number, F_SETFL, fcntl(number, F_GETFL) | O_DIRECT) == 0);
+	unsigned char *page = aligned(4096);
+	io_prep_pread(&iocb, number, page, 4096, 4096);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	reap(ctx, 1, &event);
+	CHECK(event.res == 4096 && page[1] == file_byte(4097, 17));
+	long plain = pread(number, page + 1, 512, 0);
+	if (plain < 0)
+		plain = -errno;
+	const char *engine = getenv("AIOCTX_ENGINE");
+	if (engine != NULL && strcmp(engine, "sim") == 0)
+		plain = -EINVAL; /* the simulated device's rule: memory aligned to its sector */
+	io_prep_pread(&iocb, number, page + 1, 512, 0);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	reap(ctx, 1, &event);
+	CHECK((long)event.res == plain);
+	free(page);
+
+	/* A read and an fsync of one remembered number in one call: both run. */
+	CHECK(fcntl(number, F_SETFL, fcntl(number, F_GETFL) & ~O_DIRECT) == 0);
+	CHECK(read_64(ctx, number, buf) == 64);
+	struct iocb two[2];
+	struct iocb *pair[2] = {&two[0], &two[1]};
+	io_prep_pread(&two[0], number, buf, 64, 64);
+	io_prep_fsync(&two[1], number);
+	CHECK_RET(io_submit(ctx, 2, pair), 2);
+	struct io_event events[2];
+	reap(ctx, 2, events);
+	CHECK(events[0].res == 0 || events[0].res == 64);
+	CHECK(events[1].res == 0 || events[1].res == 64);
+	CHECK(events[0].res + events[1].res == 64);
+	close(number);
+}
+
 /* Answers kcmp with EPERM from now on, as Docker's default seccomp profile does. */
 static void deny_kcmp(void)
 {
@@ -215,6 +367,10 @@ int main(int argc, char **argv)
 	io_context_t ctx = 0;
 	CHECK_RET(io_setup(16, &ctx), 0);
 	int file = temp_file(8192, 5, O_RDONLY);
+	if (argc > 1 && strcmp(argv[1], "reuse-only") == 0) {
+		remembered_number_reused(ctx); /* also runs on the kernel's libaio */
+		return 0;
+	}
 	fifth_pointer_bad(ctx, file);
 	array_straddles_unmapped_page(ctx, file);
 	key_reset(ctx, file);
@@ -222,6 +378,7 @@ int main(int argc, char **argv)
 	direct_fd_reused(ctx);
 	cold_fd_reused(ctx);
 	number_reused_between_submits(ctx);
+	remembered_number_reused(ctx);
 	CHECK_RET(io_destroy(ctx), 0);
 	return 0;
 }

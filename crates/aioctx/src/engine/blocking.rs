@@ -97,8 +97,10 @@ fn transfer(
         cvt(ret)
     };
     match call(offset) {
-        // Pipes, FIFOs and sockets have no offset: kernel AIO ignores it there, and so do we.
-        Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => call(-1),
+        // Pipes, FIFOs and sockets have no offset: kernel AIO ignores it there, and so do we;
+        // but not on a remembered mode, whose ESPIPE shows the number names a stream now,
+        // to be learnt before anything of it is read (a read cut short is redone).
+        Err(e) if e.raw_os_error() == Some(libc::ESPIPE) && !request.mode_remembered => call(-1),
         other => other,
     }
 }

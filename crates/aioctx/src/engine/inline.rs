@@ -18,6 +18,12 @@
 //! are synchronous (`O_SYNC`/`O_DSYNC` files, `RWF_SYNC`/`RWF_DSYNC`); so do requests the
 //! caller flagged `RWF_NOWAIT` (its `EAGAIN` is the engine's to give) and writes to pipes,
 //! sockets and devices, which may wait for a peer.
+//!
+//! A C caller's request may come with a mode its number's file had at an earlier call,
+//! remembered without asking the kernel (see `on_remembered_mode`).
+
+use std::io;
+use std::time::{Duration, Instant};
 
 use super::blocking::perform_with;
 use crate::core::Inflight;
@@ -26,27 +32,93 @@ use crate::request::{Request, RwFlags};
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
 const EOPNOTSUPP: i64 = -(libc::EOPNOTSUPP as i64);
 
+/// The longest a transfer may take and still confirm a remembered mode: a page-cache hit
+/// of some MiB takes less; one that waited for a slow device takes more (a fast one is
+/// caught by the C ABI's bound on how long a memory is trusted).
+const CONFIRMS_WITHIN: Duration = Duration::from_millis(1);
+
 /// Completes `request` on this thread if the rule above says so; otherwise hands it back,
 /// untouched in effect, for the engine to run asynchronously.
 pub(crate) fn complete_inline(mut request: Inflight) -> Option<Inflight> {
-    let r = &mut request.request;
-    let res = if is_cached_read_candidate(r) {
-        let res = perform_with(r, RwFlags::NOWAIT);
-        if !read_is_final(r, res) {
-            return Some(request);
+    match attempt(&mut request.request) {
+        Some(res) => {
+            request.complete(res);
+            None
         }
-        res
+        None => Some(request),
+    }
+}
+
+/// What became of a request run on a remembered mode.
+pub(crate) enum Remembered {
+    /// It completed (its event is posted).
+    Done,
+    /// Its file's mode is learnt now: it goes on as any request (checks, then the engine).
+    Relearnt(Inflight),
+    /// Its number names no open file now: submit fails with this.
+    Refused(Inflight, io::Error),
+}
+
+/// Runs a request whose mode is remembered from an earlier call on its number (the C ABI
+/// remembers buffered regular files, for which this is the common path), so that a
+/// page-cache hit costs no `fcntl` or `fstat`. The number may name another file by now,
+/// so the memory is trusted only as far as the transfer proves it: one on the number that
+/// completes inline, whole and within `CONFIRMS_WITHIN` stands (a pipe, socket or
+/// directory fails `ESPIPE`/`EISDIR` before anything moves, as a file not open for it
+/// fails `EBADF`; what waited for a slow device took longer). Anything else looks at the
+/// number afresh before going on. A transfer that moved bytes stands whatever it shows:
+/// the kernel ran it on the file the number named, with that file's own flags, so its
+/// result is right, only its timing was inline.
+pub(crate) fn on_remembered_mode(mut request: Inflight) -> Remembered {
+    let started = Instant::now();
+    let res = attempt(&mut request.request);
+    if matches!(res, Some(res) if res >= 0) && started.elapsed() < CONFIRMS_WITHIN {
+        request.complete(res.unwrap_or_default());
+        return Remembered::Done;
+    }
+    let relearnt = request.request.relearn_mode();
+    match res {
+        Some(res) if res >= 0 || (request.request.opcode.is_write() && !moved_nothing(res)) => {
+            request.complete(res);
+            Remembered::Done
+        }
+        // A read is run again on what the number names now (a failed one moved nothing).
+        _ => match relearnt {
+            Ok(()) => Remembered::Relearnt(request),
+            Err(error) => Remembered::Refused(request, error),
+        },
+    }
+}
+
+/// Whether a write's error shows that nothing was written (the kernel checks these before
+/// it moves a byte), so that it may be run again on the mode learnt afresh.
+fn moved_nothing(res: i64) -> bool {
+    [
+        libc::EBADF,
+        libc::ESPIPE,
+        libc::EISDIR,
+        libc::EINVAL,
+        libc::EOPNOTSUPP,
+    ]
+    .iter()
+    .any(|&errno| res == -(errno as i64))
+}
+
+/// Runs the request inline if the module's rule says so: its result, or None if it is to
+/// go asynchronous (nothing of it done).
+fn attempt(r: &mut Request) -> Option<i64> {
+    if is_cached_read_candidate(r) {
+        let res = perform_with(r, RwFlags::NOWAIT);
+        read_is_final(r, res).then_some(res)
     } else if is_buffered_write_candidate(r) {
         match perform_with(r, RwFlags::NOWAIT) {
-            EAGAIN => return Some(request),
-            EOPNOTSUPP => perform_with(r, RwFlags::empty()),
-            res => res,
+            EAGAIN => None,
+            EOPNOTSUPP => Some(perform_with(r, RwFlags::empty())),
+            res => Some(res),
         }
     } else {
-        return Some(request);
-    };
-    request.complete(res);
-    None
+        None
+    }
 }
 
 /// The flags under which a request may run inline: none that ask the device to be waited

@@ -466,6 +466,10 @@ impl Engine for KaioEngine {
         true
     }
 
+    fn completes_inline(&self) -> bool {
+        true
+    }
+
     fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         let r = &request.request;
         match r.opcode {

@@ -22,7 +22,7 @@ use crate::request::RwFlags;
 pub use probe::{Probe, Unavailable};
 
 mod blocking;
-mod inline;
+pub(crate) mod inline;
 pub(crate) mod kaio;
 mod pending;
 mod poller;
@@ -43,6 +43,13 @@ pub(crate) trait Engine: Send + Sync {
     /// `Request::hold_file` for each one it keeps after it returns; else the context makes
     /// every request hold its file before `start`.
     fn runs_lent_fds(&self) -> bool {
+        false
+    }
+
+    /// Whether the engine completes what the page cache serves on the submitting thread
+    /// (`inline.rs`): a request on a remembered mode then runs there first, which confirms
+    /// the mode or finds it wrong; else the mode is learnt afresh before `start`.
+    fn completes_inline(&self) -> bool {
         false
     }
 

@@ -116,6 +116,10 @@ impl Engine for ThreadsEngine {
         true
     }
 
+    fn completes_inline(&self) -> bool {
+        true
+    }
+
     fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         self.user_space.start_in_user_space(request)
     }

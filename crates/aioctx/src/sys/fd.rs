@@ -106,6 +106,8 @@ pub struct OpenMode {
     pub sync: bool,
     /// A block device.
     pub block_device: bool,
+    /// A directory, which has no read or write (the kernel's missing `read_iter`).
+    pub directory: bool,
 }
 
 /// The access mode, `O_DIRECT` and file type of an open file.
@@ -124,8 +126,8 @@ pub unsafe fn open_mode_raw(fd: RawFd) -> io::Result<OpenMode> {
     open_mode_of(fd)
 }
 
-/// `open_mode_raw` for the crate, which only queries numbers it was given.
-fn open_mode_of(fd: RawFd) -> io::Result<OpenMode> {
+/// `open_mode_raw` for the crate, which only queries numbers it was given (or lent).
+pub(crate) fn open_mode_of(fd: RawFd) -> io::Result<OpenMode> {
     // SAFETY: F_GETFL takes no pointer argument; a number that names nothing is EBADF.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }.into())? as i32;
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -143,6 +145,7 @@ fn open_mode_of(fd: RawFd) -> io::Result<OpenMode> {
         regular: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
         sync: flags & libc::O_DSYNC != 0,
         block_device: stat.st_mode & libc::S_IFMT == libc::S_IFBLK,
+        directory: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
     })
 }
 

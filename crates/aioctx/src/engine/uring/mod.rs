@@ -112,6 +112,10 @@ impl Engine for UringEngine {
         true
     }
 
+    fn completes_inline(&self) -> bool {
+        true
+    }
+
     fn start(&self, request: Inflight) -> Result<(), (Inflight, io::Error)> {
         if !self.instance.is_current() {
             // A forked child's copy of a parent's context: its ring is not mapped here.
