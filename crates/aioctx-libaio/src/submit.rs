@@ -189,12 +189,15 @@ impl Files {
     /// learnt, and forgets what requests found wrong.
     fn remember(&self) {
         for entry in &self.resolved {
+            if entry.fd.refuted() {
+                // The mode here is not the file's: neither it nor a copy goes with it.
+                Modes::forget(entry.fd.raw());
+                continue;
+            }
             if let Some(copy) = entry.fd.copied() {
                 Copies::remember(entry.fd.raw(), &copy, entry.mode);
             }
-            if entry.fd.refuted() {
-                Modes::forget(entry.fd.raw());
-            } else if !entry.remembered {
+            if !entry.remembered {
                 Modes::remember(entry.fd.raw(), entry.mode);
             }
         }

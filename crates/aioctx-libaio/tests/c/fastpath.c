@@ -236,6 +236,35 @@ static void remembered_number_reused(io_context_t ctx)
 		CHECK(write(p[1], "later", 5) == 5);
 		reap(ctx, 1, &event);
 		CHECK(event.res == 5 && memcmp(buf, "later", 5) == 0);
+		/* Seen as a file again, then an empty pipe under the number: two reads wait on
+		   it (the second submitted while the first holds its copy of the pipe), and
+		   each takes one write. */
+		int again = temp_file(8192, 18, O_RDONLY);
+		CHECK(dup2(again, number) == number);
+		close(again);
+		CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 18));
+		int q[2];
+		CHECK(pipe(q) == 0);
+		CHECK(dup2(q[0], number) == number);
+		close(q[0]);
+		static char firsts[2][64];
+		struct iocb waiting[2];
+		struct iocb *one[1];
+		for (int i = 0; i < 2; i++) {
+			io_prep_pread(&waiting[i], number, firsts[i], 64, 0);
+			one[0] = &waiting[i];
+			CHECK_RET(io_submit(ctx, 1, one), 1);
+		}
+		CHECK_RET(io_getevents(ctx, 0, 1, &event, &zero), 0);
+		struct io_event got[2];
+		CHECK(write(q[1], "one", 3) == 3);
+		reap(ctx, 1, &got[0]);
+		CHECK(write(q[1], "two", 3) == 3);
+		reap(ctx, 1, &got[1]);
+		CHECK(got[0].res == 3 && got[1].res == 3);
+		char *a = ((struct iocb *)got[0].obj)->u.c.buf, *b = ((struct iocb *)got[1].obj)->u.c.buf;
+		CHECK(memcmp(a, "one", 3) == 0 && memcmp(b, "two", 3) == 0);
+		close(q[1]);
 	}
 	close(p[1]);
 
