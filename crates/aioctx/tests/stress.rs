@@ -37,6 +37,12 @@ const BLOCK: usize = 4096;
 const READ_FILE_BLOCKS: usize = 1024;
 /// Blocks of the write file: each write of a round takes the next one.
 const WRITE_BLOCKS: usize = 512;
+/// Where in the write file buffered writes go (direct ones from 0): apart by more than the
+/// largest folio (2 MiB), so that no page of the page cache ever covers a block written
+/// with O_DIRECT. Where one does, the kernel fails the direct write's page-cache
+/// invalidation, warns "Page cache invalidation failure on direct I/O" and reports EIO to
+/// the next fsync of the file, as it does under the kernel's own AIO.
+const BUFFERED_WRITES_AT: usize = WRITE_BLOCKS * BLOCK + (4 << 20);
 /// Blocks of shared memory each round reads into and paints with the canary after destroy.
 const SHARED_BLOCKS: usize = 16;
 const CANARY: u64 = 0xc3c3_c3c3_c3c3_c3c3;
@@ -86,7 +92,7 @@ fn write_pattern(tag: u64, len: usize) -> Vec<u8> {
 #[derive(Clone, Debug)]
 enum Kind {
     Read { offset: usize, len: usize },
-    Write { block: usize, len: usize },
+    Write { at: usize, len: usize, direct: bool },
     SharedRead,
     Fsync,
     Pipe,
@@ -122,7 +128,7 @@ impl Files {
             .write(true)
             .open(&write_file.path)
             .unwrap()
-            .set_len((WRITE_BLOCKS * BLOCK) as u64)
+            .set_len((BUFFERED_WRITES_AT + WRITE_BLOCKS * BLOCK) as u64)
             .unwrap();
         Files {
             read: open(&read_file, true, false),
@@ -242,15 +248,15 @@ impl Round<'_> {
                 }
                 let len = if direct { BLOCK } else { 1 + rng.below(BLOCK) };
                 let data = write_pattern(tag, len);
-                let at = (block * BLOCK) as u64;
+                let at = block * BLOCK + if direct { 0 } else { BUFFERED_WRITES_AT };
                 let request = if direct {
                     let mut aligned = AlignedBuf::page_aligned(BLOCK).unwrap();
                     aligned.copy_from_slice(&data);
-                    Request::write(self.files.write_direct.clone(), aligned, at)
+                    Request::write(self.files.write_direct.clone(), aligned, at as u64)
                 } else {
-                    Request::write(self.files.write.clone(), data, at)
+                    Request::write(self.files.write.clone(), data, at as u64)
                 };
-                (Kind::Write { block, len }, request)
+                (Kind::Write { at, len, direct }, request)
             }
             8..=9 => {
                 let block = rng.below(SHARED_BLOCKS);
@@ -445,19 +451,25 @@ impl Round<'_> {
                     None => Ok(()),
                 }
             }
-            Kind::Write { block, len } => {
+            Kind::Write { at, len, direct } => {
                 if !self.allowed_short(n, *len) {
                     return Err(format!("tag {tag}: wrote {n} of {len} bytes"));
                 }
-                let mut on_disk = vec![0u8; n];
-                self.files
-                    .write
-                    .read_exact_at(&mut on_disk, (block * BLOCK) as u64)
+                // Read back the way it was written (see BUFFERED_WRITES_AT).
+                let mut on_disk = AlignedBuf::page_aligned(BLOCK).unwrap();
+                let file = if *direct {
+                    &self.files.write_direct
+                } else {
+                    &self.files.write
+                };
+                file.read_exact_at(&mut on_disk[..], *at as u64)
                     .map_err(|e| e.to_string())?;
-                if on_disk == write_pattern(tag, *len)[..n] {
+                if on_disk[..n] == write_pattern(tag, *len)[..n] {
                     Ok(())
                 } else {
-                    Err(format!("tag {tag}: block {block} not on disk as written"))
+                    Err(format!(
+                        "tag {tag}: the write at {at} is not on disk as written"
+                    ))
                 }
             }
             Kind::SharedRead => match self.allowed_short(n, BLOCK) {
