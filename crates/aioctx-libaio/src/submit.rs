@@ -146,8 +146,8 @@ impl Files {
                 remembered: true,
             },
             None => match Copies::still_named(raw) {
-                // SAFETY: as above; `still_named` checked it names `copy`'s file.
                 Some((copy, mode)) => Resolved {
+                    // SAFETY: as above; `still_named` checked it names `copy`'s file.
                     fd: Arc::new(unsafe { LentFd::with_copy(raw, copy) }),
                     mode,
                     remembered: false,
@@ -166,7 +166,7 @@ impl Files {
             },
         };
         self.resolved.push(entry);
-        Ok(self.resolved.last().expect("just pushed"))
+        Ok(&self.resolved[self.resolved.len() - 1])
     }
 
     /// Learns the mode of `raw` afresh if it was only remembered (`EBADF` if it names
