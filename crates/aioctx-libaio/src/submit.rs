@@ -96,8 +96,9 @@ fn submit_one(context: &Context, user_iocb: usize, files: &mut Files) -> Result<
         .map_err(errno_of)
 }
 
-/// The caller's descriptors met in one `io_submit`, each looked at once: its mode, and
-/// the number lent to the requests of the call on it ([`LentFd`]: what the kernel runs
+/// The caller's descriptors met in one `io_submit`, each looked at once at most (a
+/// buffered file's mode may be remembered from an earlier call, see [`Modes`]): its mode,
+/// and the number lent to the requests of the call on it ([`LentFd`]: what the kernel runs
 /// before the call returns needs no copy of the descriptor; a request kept longer takes
 /// one, shared by all). So a request keeps its file whatever the caller does with the
 /// number once submit returned. Within one call a number names one file, unless another

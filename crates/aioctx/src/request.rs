@@ -384,8 +384,10 @@ impl LentFd {
     /// # Safety
     ///
     /// `raw` is a descriptor the caller lent for the submit call (libaio's contract for
-    /// `aio_fildes`: open until `io_submit` returns) and whose file the caller checked
-    /// (`open_mode_raw`). Requests use the number directly while the call runs.
+    /// `aio_fildes`: open until `io_submit` returns), whose mode the caller learnt
+    /// (`open_mode_raw`) or remembers from an earlier call (`RawParts::mode_remembered`,
+    /// which the library confirms before it relies on it). Requests use the number
+    /// directly while the call runs; one that names nothing fails their calls `EBADF`.
     pub unsafe fn new(raw: RawFd) -> LentFd {
         LentFd {
             raw,
