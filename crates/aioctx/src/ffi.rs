@@ -9,8 +9,6 @@ pub use crate::request::{LentFd, RawParts};
 pub use crate::sys::abi;
 pub use crate::sys::aio::{KernelAio, KernelOp};
 pub use crate::sys::fd::{eventfd, names_same_file, open_mode_raw, OpenMode};
-pub use crate::sys::fork::{
-    generation, hold_across_fork, hold_write_across_fork, on_fork_in_child, pid,
-};
+pub use crate::sys::fork::{generation, hold_write_across_fork, pid};
 pub use crate::sys::host::{cached_bytes, cpu_time, drop_cached_pages, free_space};
 pub use crate::sys::mem::RawMem;

@@ -151,6 +151,9 @@ pub struct Request {
     /// Whether `mode` is what the lent number's file had at an earlier call, taken on trust
     /// until a transfer confirms it (`inline::on_remembered_mode`).
     pub(crate) mode_remembered: bool,
+    /// Whether the inline attempt was made already, on the mode the request has (see
+    /// `inline::on_remembered_mode`): the engine goes straight to its asynchronous path.
+    pub(crate) inline_tried: bool,
 }
 
 impl Request {
@@ -169,6 +172,7 @@ impl Request {
             mode: OpenMode::default(),
             mode_known: false,
             mode_remembered: false,
+            inline_tried: false,
         }
     }
 
@@ -489,6 +493,7 @@ impl From<RawParts> for Request {
             mode: parts.mode.unwrap_or_default(),
             mode_known: parts.mode.is_some(),
             mode_remembered: parts.mode.is_some() && parts.mode_remembered,
+            inline_tried: false,
         }
     }
 }

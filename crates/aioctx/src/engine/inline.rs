@@ -40,6 +40,9 @@ const CONFIRMS_WITHIN: Duration = Duration::from_millis(1);
 /// Completes `request` on this thread if the rule above says so; otherwise hands it back,
 /// untouched in effect, for the engine to run asynchronously.
 pub(crate) fn complete_inline(mut request: Inflight) -> Option<Inflight> {
+    if request.request.inline_tried {
+        return Some(request);
+    }
     match attempt(&mut request.request) {
         Some(res) => {
             request.complete(res);
@@ -76,7 +79,10 @@ pub(crate) fn on_remembered_mode(mut request: Inflight) -> Remembered {
         request.complete(res.unwrap_or_default());
         return Remembered::Done;
     }
+    let remembered = request.request.mode;
     let relearnt = request.request.relearn_mode();
+    // On the same mode the engine's own attempt would only repeat this one.
+    request.request.inline_tried = request.request.mode == remembered;
     match res {
         Some(res) if res >= 0 || (request.request.opcode.is_write() && !moved_nothing(res)) => {
             request.complete(res);

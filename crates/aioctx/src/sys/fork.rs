@@ -101,8 +101,7 @@ thread_local! {
 /// Holds `mutex` locked across every `fork()` of the process (taken by the forking thread,
 /// so the child never inherits it locked by a thread that does not exist there), and runs
 /// `in_child` on its data in the child before letting it go.
-#[doc(hidden)]
-pub fn hold_across_fork<T: Send + 'static>(mutex: &'static Mutex<T>, in_child: fn(&mut T)) {
+pub(crate) fn hold_across_fork<T: Send + 'static>(mutex: &'static Mutex<T>, in_child: fn(&mut T)) {
     register(Box::leak(Box::new(HeldLock { mutex, in_child })));
 }
 
@@ -117,8 +116,7 @@ pub fn hold_write_across_fork<T: Send + Sync + 'static>(
 }
 
 /// Runs `reset` in the child after every `fork()`, after the held locks' `in_child`s.
-#[doc(hidden)]
-pub fn on_fork_in_child(reset: fn()) {
+pub(crate) fn on_fork_in_child(reset: fn()) {
     register(Box::leak(Box::new(InChild(reset))));
 }
 
