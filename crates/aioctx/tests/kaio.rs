@@ -420,3 +420,77 @@ fn destroy_races_completions_of_every_route() {
         }
     });
 }
+
+/// A program that reaped through get_events (so the reaper only looks once a tick) and then
+/// stops calling still sees its kernel completions posted, with no call into the library.
+#[test]
+fn completions_are_posted_after_the_program_stops_calling_get_events() {
+    let (file, mut peer) = socket_pair();
+    let ctx = kaio(8);
+    ctx.submit_one(Request::noop().data(1)).unwrap();
+    assert_eq!(ctx.get_events(1, 1, WAIT).unwrap().len(), 1);
+
+    ctx.submit_one(Request::poll(file, libc::POLLIN as u16).data(2))
+        .unwrap();
+    let tail = ctx.ring_header().tail;
+    std::io::Write::write_all(&mut peer, b"x").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ctx.ring_header().tail == tail && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    assert_ne!(
+        ctx.ring_header().tail,
+        tail,
+        "the poll's event reached the ring"
+    );
+    assert_eq!(ctx.stats().completed, 2);
+}
+
+/// A thread waiting in one context's get_events takes the kernel's events of every context
+/// (they share the kernel's contexts): each event goes to its own context, with its data,
+/// none lost or doubled, while the waiter's own request is still to come.
+#[test]
+fn a_waiter_takes_kernel_events_of_other_contexts_into_their_own() {
+    const READS: usize = 64;
+    let scratch = Scratch::new("other-contexts", READS);
+    let file = Arc::new(scratch.open(libc::O_DIRECT));
+    let (socket, mut peer) = socket_pair();
+    let waiting = Arc::new(kaio(8));
+    waiting
+        .submit_one(Request::poll(socket, libc::POLLIN as u16).data(7))
+        .unwrap();
+    let waiter = {
+        let waiting = Arc::clone(&waiting);
+        std::thread::spawn(move || waiting.get_events(1, 1, WAIT).unwrap())
+    };
+    let reading = kaio(READS as u32);
+    for round in 0..8 {
+        let mut reads: Vec<Request> = (0..READS)
+            .map(|at| {
+                Request::read(file.clone(), aligned(BLOCK, 0), (at * BLOCK) as u64)
+                    .data((round * READS + at) as u64)
+            })
+            .collect();
+        assert_eq!(reading.submit(&mut reads).unwrap().len(), READS);
+        let mut done = Vec::new();
+        while done.len() < READS {
+            done.extend(reading.get_events(1, READS, WAIT).unwrap());
+        }
+        done.sort_by_key(|c| c.data);
+        for (at, completion) in done.into_iter().enumerate() {
+            assert_eq!(completion.data, (round * READS + at) as u64);
+            assert_eq!(completion.res, BLOCK as i64);
+            let buf = completion.into_buf::<AlignedBuf>().unwrap();
+            assert_eq!(&buf[..], &pattern(at * BLOCK, BLOCK)[..]);
+        }
+        assert!(reading
+            .get_events(0, 1, Some(Duration::ZERO))
+            .unwrap()
+            .is_empty());
+    }
+    std::io::Write::write_all(&mut peer, b"x").unwrap();
+    let theirs = waiter.join().unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].data, 7);
+    assert_eq!(reading.stats().fallbacks, 0);
+}

@@ -31,6 +31,15 @@
 //!   be cancelled): tried under `RWF_NOWAIT`, else waiting for readiness in the poller,
 //!   cancellable. Buffered I/O of block devices goes to the pool.
 //!
+//! **Who reaps.** Every iocb signals one eventfd of the process (`IOCB_FLAG_RESFD`), the
+//! engine's ready fd: a thread waiting in get_events polls it and takes the kernel's events
+//! itself (`reap_ready`), of every context, so that a completion wakes the program once, as
+//! the kernel's own `io_getevents` does, instead of waking a reaper on the other CPU that
+//! then wakes the program (on a 2-vCPU VM, a cross-CPU wake-up costs ~35 us). Each shared
+//! kernel context also has a reaper thread blocked in `io_getevents`, for the completions
+//! nobody waits for in get_events (eventfd users, programs reading the ring directly);
+//! while the program reaps itself it only looks once a tick (`engine/pace.rs`).
+//!
 //! **Cancel.** The kernel cannot cancel a file read, write or sync once submitted (`io_cancel`
 //! only knows polls), so for those `cancel` returns `EINVAL` and destroy waits for them to
 //! finish, as the kernel's own `io_destroy` does (it always does: only regular files and
@@ -38,11 +47,15 @@
 //! queued in the thread pool or waiting in the poller are taken back; they complete with
 //! `-ECANCELED` (a write cut short: the bytes written).
 
+use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use super::inline::complete_inline;
+use super::pace::{Pace, REAPER_TICK};
 use super::pending::{Keyed, Pending};
 use super::probe::survive_setup;
 use super::threads::UserSpace;
@@ -52,6 +65,7 @@ use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
 use crate::sys::aio::{io_cancel, io_destroy, io_getevents, io_setup, io_submit};
+use crate::sys::fd::{eventfd, eventfd_drain};
 use crate::sys::fork;
 
 /// Events of one shared kernel context: its share of `fs.aio-max-nr`, and how many requests
@@ -87,16 +101,102 @@ impl KernelContext {
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The reaper's life: wait for events, route each to its request.
-    fn reap_forever(&self) {
+    /// The reaper's life: wait for events, route each to its request; while the program
+    /// reaps itself, only look once a tick.
+    fn reap_forever(&self, reaping: &'static Reaping) {
         let mut events = [IoEvent::default(); REAP_BATCH];
         loop {
-            // Only a signal ends the wait early (EINTR); the context is never destroyed.
-            let reaped = io_getevents(self.id, 1, &mut events, None).unwrap_or(0);
-            for event in &events[..reaped] {
-                dispatch(event);
+            if reaping.program_reaps() {
+                reaping.nap();
+                self.reap_now(&mut events);
+            } else {
+                // Only a signal ends the wait early (EINTR); the context is never destroyed.
+                let reaped = io_getevents(self.id, 1, &mut events, None).unwrap_or(0);
+                events[..reaped].iter().for_each(dispatch);
             }
         }
+    }
+
+    /// Takes, without waiting, every event the kernel has ready, and routes each.
+    fn reap_now(&self, events: &mut [IoEvent; REAP_BATCH]) {
+        while self.outstanding.load(Ordering::Relaxed) > 0 && self.has_events() {
+            let reaped = io_getevents(self.id, 0, events, Some(Duration::ZERO)).unwrap_or(0);
+            events[..reaped].iter().for_each(dispatch);
+            if reaped < REAP_BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Whether the kernel's ring of this context holds events not yet taken, read from its
+    /// header (an `io_getevents` saved when it holds none).
+    fn has_events(&self) -> bool {
+        let header = self.id as *const abi::AioRingHeader;
+        // SAFETY: a kernel AIO context's id is the address of its ring, mapped by io_setup
+        // for as long as the context lives (for ever: it is never destroyed); only `head`
+        // and `tail`, which the kernel updates, are read, as atomics, as libaio does.
+        let (head, tail) = unsafe {
+            (
+                (*(std::ptr::addr_of!((*header).head) as *const AtomicU32)).load(Ordering::Acquire),
+                (*(std::ptr::addr_of!((*header).tail) as *const AtomicU32)).load(Ordering::Acquire),
+            )
+        };
+        head != tail
+    }
+}
+
+/// What a thread waiting in get_events and the reapers share (see the module's part on
+/// who reaps), made with the first kernel context.
+struct Reaping {
+    /// Signalled by the kernel for every completed iocb: the engine's ready fd.
+    ready: File,
+    /// When the program last came to get_events.
+    pace: Pace,
+    /// Requests in the kernel whose completion signals a caller's eventfd: its reader waits
+    /// on that, not in get_events, so their completions are posted at once (no nap).
+    eventfd_requests: AtomicUsize,
+    /// Ends a reaper's nap when such a request starts.
+    nap_lock: Mutex<()>,
+    nap_end: Condvar,
+}
+
+static REAPING: OnceLock<Reaping> = OnceLock::new();
+
+impl Reaping {
+    fn get() -> io::Result<&'static Reaping> {
+        if let Some(reaping) = REAPING.get() {
+            return Ok(reaping);
+        }
+        let ready = eventfd()?;
+        Ok(REAPING.get_or_init(|| Reaping {
+            ready,
+            pace: Pace::new(),
+            eventfd_requests: AtomicUsize::new(0),
+            nap_lock: Mutex::new(()),
+            nap_end: Condvar::new(),
+        }))
+    }
+
+    fn program_reaps(&self) -> bool {
+        self.eventfd_requests.load(Ordering::Relaxed) == 0 && self.pace.program_reaps()
+    }
+
+    /// Sleeps a tick, or less if a request that signals an eventfd starts.
+    fn nap(&self) {
+        let napping = lock(&self.nap_lock);
+        if self.eventfd_requests.load(Ordering::Relaxed) == 0 {
+            let _ = self.nap_end.wait_timeout(napping, REAPER_TICK);
+        }
+    }
+
+    fn eventfd_request_started(&self) {
+        self.eventfd_requests.fetch_add(1, Ordering::Relaxed);
+        let _napping = lock(&self.nap_lock);
+        self.nap_end.notify_all();
+    }
+
+    fn eventfd_request_finished(&self) {
+        self.eventfd_requests.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -115,6 +215,7 @@ fn kernel_context(at: usize) -> io::Result<&'static KernelContext> {
     if let Some(kernel) = KERNEL[at].get() {
         return Ok(kernel);
     }
+    let reaping = Reaping::get()?;
     let id = io_setup(KERNEL_EVENTS)?;
     if at == 0 {
         fork::on_fork_in_child(mark_forked_child);
@@ -125,7 +226,7 @@ fn kernel_context(at: usize) -> io::Result<&'static KernelContext> {
     }));
     let reaper = std::thread::Builder::new()
         .name("aioctx-kaio-reaper".into())
-        .spawn(move || kernel.reap_forever());
+        .spawn(move || kernel.reap_forever(reaping));
     if let Err(e) = reaper {
         let _ = io_destroy(id);
         return Err(e);
@@ -201,6 +302,13 @@ impl Op {
             aio_offset: r.offset,
             ..Iocb::default()
         };
+        if let Some(reaping) = REAPING.get() {
+            iocb.aio_flags = abi::IOCB_FLAG_RESFD;
+            iocb.aio_resfd = reaping.ready.as_raw_fd() as u32;
+            if r.resfd.is_some() {
+                reaping.eventfd_request_started();
+            }
+        }
         let mut iovecs = Vec::new();
         match r.opcode {
             Opcode::Poll => {
@@ -246,6 +354,7 @@ impl Op {
             ..
         } = *self;
         local.forget_poll(poll_id);
+        signals_eventfd_no_more(&request);
         request
     }
 
@@ -260,6 +369,7 @@ impl Op {
         } = *self;
         // The kernel let go of the iovecs when it reported the event.
         drop(iovecs);
+        signals_eventfd_no_more(&request);
         // The kernel completes a cancelled poll with an empty mask, which a poll that fired
         // never has.
         let cancelled = local.forget_poll(poll_id);
@@ -268,6 +378,15 @@ impl Op {
         } else {
             res
         });
+    }
+}
+
+/// Counts out of the kernel a request of `Op::new` (see `Reaping::eventfd_requests`).
+fn signals_eventfd_no_more(request: &Inflight) {
+    if request.request.resfd.is_some() {
+        if let Some(reaping) = REAPING.get() {
+            reaping.eventfd_request_finished();
+        }
     }
 }
 
@@ -510,4 +629,43 @@ impl Engine for KaioEngine {
         self.local.user_space.cancel_all();
         self.local.cancel_polls(|_| true, usize::MAX);
     }
+
+    /// The eventfd every iocb signals, while any is in the kernel (none: a wait has nothing
+    /// of the kernel's to watch, and a count left from events already taken would only
+    /// wake it for nothing).
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        if FORKED_CHILD.load(Ordering::Relaxed) || !any_outstanding() {
+            return None;
+        }
+        REAPING.get().map(|reaping| reaping.ready.as_fd())
+    }
+
+    /// Takes the events the kernel has ready, of every context, on this thread. The eventfd
+    /// is reset first: an event completed after that signals it again, so a wait that
+    /// follows cannot sleep through it.
+    fn reap_ready(&self) {
+        let Some(reaping) = REAPING.get() else {
+            return;
+        };
+        if FORKED_CHILD.load(Ordering::Relaxed) {
+            return;
+        }
+        reaping.pace.program_is_reaping();
+        if !any_outstanding() {
+            return;
+        }
+        eventfd_drain(reaping.ready.as_fd());
+        let mut events = [IoEvent::default(); REAP_BATCH];
+        for kernel in KERNEL.iter().map_while(|k| k.get()) {
+            kernel.reap_now(&mut events);
+        }
+    }
+}
+
+/// Whether any shared kernel context holds requests.
+fn any_outstanding() -> bool {
+    KERNEL
+        .iter()
+        .map_while(|k| k.get())
+        .any(|k| k.outstanding.load(Ordering::Relaxed) > 0)
 }

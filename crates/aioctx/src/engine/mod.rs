@@ -24,6 +24,7 @@ pub use probe::{Probe, Unavailable};
 mod blocking;
 pub(crate) mod inline;
 pub(crate) mod kaio;
+mod pace;
 mod pending;
 mod poller;
 pub(crate) mod pool;

@@ -23,8 +23,9 @@ use io_uring::squeue;
 
 use super::in_kernel::{InKernel, Owner, Taken};
 use super::raw::{CqConsumer, RawRing, SqProducer};
-use super::reaper::{Pace, Parking};
+use super::reaper::Parking;
 use super::sqe::{prepare, Op};
+use crate::engine::pace::Pace;
 use crate::engine::take_back;
 use crate::sync::lock;
 use crate::sys::fork;

@@ -11,19 +11,11 @@
 //! The park/unpark protocol is model-checked under `--cfg aioctx_loom` (the tests below): a pushed
 //! SQE always finds the reaper awake or wakes it, and an eventfd request always ends a nap.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
 use super::instance::Instance;
+use crate::engine::pace::REAPER_TICK;
 use crate::sync::model::{fence, lock, wait, AtomicUsize, Condvar, Mutex};
-
-/// How long after a thread last came to get_events the reaper trusts the program to come
-/// back for its completions.
-const PROGRAM_REAPS_FOR: Duration = Duration::from_millis(2);
-
-/// How often the reaper looks at the completion queue while the program reaps itself: the
-/// longest a completion waits if the program stops calling.
-const REAPER_TICK: Duration = Duration::from_millis(1);
 
 /// What the reaper and the threads that push SQEs share to park and wake it.
 pub(super) struct Parking {
@@ -100,7 +92,7 @@ impl Parking {
         self.eventfd_requests.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn eventfd_requests_out(&self) -> bool {
+    pub(super) fn eventfd_requests_out(&self) -> bool {
         self.eventfd_requests.load(Ordering::Relaxed) > 0
     }
 
@@ -114,42 +106,12 @@ impl Parking {
     }
 }
 
-/// Whether the program reaps its completions itself, told by its calls to get_events.
-pub(super) struct Pace {
-    /// Until when (nanoseconds on `clock`) a program that called get_events is trusted to
-    /// come back for its completions. Written by get_events, read by the reaper.
-    program_reaps_until: AtomicU64,
-    clock: Instant,
-}
-
-impl Pace {
-    pub(super) fn new() -> Pace {
-        Pace {
-            program_reaps_until: AtomicU64::new(0),
-            clock: Instant::now(),
-        }
-    }
-
-    /// Called by get_events: the program reaps for a while now.
-    pub(super) fn program_is_reaping(&self) {
-        let until = (self.clock.elapsed() + PROGRAM_REAPS_FOR).as_nanos() as u64;
-        self.program_reaps_until.store(until, Ordering::Relaxed);
-    }
-
-    /// Whether a thread came to get_events a moment ago (where it takes the CQEs there are,
-    /// and sleeps on the instance's fd) and no request out signals an eventfd.
-    pub(super) fn program_reaps(&self, parking: &Parking) -> bool {
-        let now = self.clock.elapsed().as_nanos() as u64;
-        !parking.eventfd_requests_out() && now < self.program_reaps_until.load(Ordering::Relaxed)
-    }
-}
-
 /// The reaper thread of `instance`: posts completions as they happen, for ever (an
 /// instance lives as long as the process).
 pub(super) fn run(instance: &'static Instance) {
     loop {
         instance.parking.park();
-        if instance.pace.program_reaps(&instance.parking) {
+        if instance.pace.program_reaps() && !instance.parking.eventfd_requests_out() {
             instance.parking.nap();
             instance.take_all();
         } else {
