@@ -27,8 +27,9 @@ pub fn find_fio() -> Option<PathBuf> {
         })
 }
 
-/// fio's job options for the workload: the same file, size, block size, depth, batch and
-/// time as every other client; fio keeps the page cache as the bench left it.
+/// fio's job options for the workload: the same file, size, block size, depth, batch (to
+/// submit and to reap) and time as every other client; fio keeps the page cache as the
+/// bench left it.
 pub fn job_options(
     engine: FioEngine,
     load: &IoLoad,
@@ -50,6 +51,8 @@ pub fn job_options(
         format!("--bs={}", load.bs),
         format!("--iodepth={}", load.iodepth),
         format!("--iodepth_batch_submit={}", load.batch),
+        // Reaps a batch's worth at a time, as the bench's own loop does (issue 11's T1b).
+        format!("--iodepth_batch_complete_min={}", load.batch),
         format!("--direct={}", u8::from(load.direct)),
         format!("--numjobs={}", settings.numjobs),
         format!("--runtime={}ms", settings.runtime.as_millis().max(1)),
