@@ -164,6 +164,208 @@ fn pipe_read_survives_exit_of_its_submitting_thread() {
     assert_eq!(&buf[..], b"abc");
 }
 
+/// What a thread that exits at once leaves in the kernel: buffered reads of a file not in
+/// the page cache (woken when the page is read, to be issued again on the submitting
+/// thread, which the kernel refuses once the thread is exiting) and O_DIRECT reads of a
+/// file whose pages are dirty (written back first, in the kernel's workers).
+struct Leftovers {
+    scratch: Scratch,
+    cold: File,
+    direct: File,
+}
+
+const BLOCK: usize = 4096;
+const READS: usize = 32;
+
+/// The byte at `offset` of the files `Leftovers` reads.
+fn byte_at(offset: usize, seed: u8) -> u8 {
+    (offset % 251) as u8 ^ seed
+}
+
+impl Leftovers {
+    fn new(name: &str) -> Leftovers {
+        use std::os::unix::fs::OpenOptionsExt;
+        let scratch = Scratch::new(name);
+        let pattern: Vec<u8> = (0..READS * BLOCK).map(|i| byte_at(i, 0)).collect();
+        write_cold(&scratch.path("cold"), &pattern);
+        write_cold(&scratch.path("direct"), &pattern);
+        let cold = File::open(scratch.path("cold")).expect("open cold");
+        let direct = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(scratch.path("direct"))
+            .expect("open direct");
+        Leftovers {
+            scratch,
+            cold,
+            direct,
+        }
+    }
+
+    /// Readies a round: the cold file out of the page cache, the direct one dirty with
+    /// `seed`'s bytes.
+    fn prepare(&self, seed: u8) {
+        use std::os::unix::fs::FileExt;
+        drop_page_cache(&self.scratch.path("cold"));
+        let bytes: Vec<u8> = (0..READS * BLOCK).map(|i| byte_at(i, seed)).collect();
+        let buffered = OpenOptions::new()
+            .write(true)
+            .open(self.scratch.path("direct"))
+            .expect("open direct buffered");
+        buffered.write_all_at(&bytes, 0).expect("dirty the pages");
+    }
+}
+
+/// Reaps `n` events and checks each is a whole block of the bytes `expected` says.
+fn reap_whole_blocks(ctx: &Context, n: usize, expected: impl Fn(u64) -> (usize, u8)) {
+    let mut reaped = 0;
+    while reaped < n {
+        for event in ctx.get_events(1, n - reaped, WAIT).expect("get_events") {
+            assert_eq!(event.res, BLOCK as i64, "request {:#x}", event.data);
+            let (offset, seed) = expected(event.data);
+            let buf = event.into_buf::<aioctx::AlignedBuf>();
+            if let Some(buf) = buf {
+                for (i, &byte) in buf.iter().enumerate() {
+                    assert_eq!(byte, byte_at(offset + i, seed), "request at {offset}");
+                }
+            }
+            reaped += 1;
+        }
+    }
+}
+
+#[test]
+fn file_reads_survive_exit_of_their_submitting_thread() {
+    let leftovers = Leftovers::new("file-thread-exit");
+    let cold = Arc::new(leftovers.cold.try_clone().expect("clone"));
+    let direct = Arc::new(leftovers.direct.try_clone().expect("clone"));
+    let ctx = Arc::new(uring(2 * READS as u32));
+    for round in 1..=8u8 {
+        leftovers.prepare(round);
+        let submitter = {
+            let (ctx, cold, direct) = (Arc::clone(&ctx), Arc::clone(&cold), Arc::clone(&direct));
+            std::thread::spawn(move || {
+                ctx.batch(|| {
+                    for i in 0..READS {
+                        let at = (i * BLOCK) as u64;
+                        let buf = aioctx::AlignedBuf::page_aligned(BLOCK).expect("buffer");
+                        ctx.submit_one(Request::read(Arc::clone(&cold), buf, at).data(at))
+                            .expect("submit cold");
+                        let buf = aioctx::AlignedBuf::page_aligned(BLOCK).expect("buffer");
+                        let read = Request::read(Arc::clone(&direct), buf, at).data(at | 1);
+                        ctx.submit_one(read).expect("submit direct");
+                    }
+                })
+            })
+        };
+        submitter.join().expect("submitter");
+        reap_whole_blocks(&ctx, 2 * READS, |data| {
+            let seed = if data & 1 == 1 { round } else { 0 };
+            ((data & !1) as usize, seed)
+        });
+    }
+}
+
+/// A C caller's read of a regular file, on the number it lends for the submit call, into
+/// `buf` (which the caller keeps until the event).
+fn lent_read(raw: std::os::fd::RawFd, buf: &mut [u8], offset: usize, data: u64) -> Request {
+    use aioctx::ffi::{open_mode_raw, LentFd, RawMem, RawParts};
+    // SAFETY: the test keeps `raw` open until the submit call returns.
+    let mode = unsafe { open_mode_raw(raw) }.expect("mode");
+    Request::from(RawParts {
+        opcode: aioctx::Opcode::Pread,
+        // SAFETY: as above, and its mode was just learnt.
+        fd: Arc::new(unsafe { LentFd::new(raw) }),
+        offset: offset as i64,
+        // SAFETY: the test keeps `buf` until the request's event was reaped.
+        segments: vec![unsafe { RawMem::new(buf.as_mut_ptr(), buf.len()) }],
+        poll_events: 0,
+        rw_flags: RwFlags::empty(),
+        data,
+        obj: data,
+        resfd: None,
+        mode: Some(mode),
+        mode_remembered: false,
+    })
+}
+
+/// Checks the bytes of the lent buffers after the events came.
+fn check_lent(bufs: &[aioctx::AlignedBuf], seed_of: impl Fn(usize) -> u8) {
+    for (index, buf) in bufs.iter().enumerate() {
+        let offset = (index % READS) * BLOCK;
+        for (i, &byte) in buf.iter().enumerate() {
+            assert_eq!(byte, byte_at(offset + i, seed_of(index)), "buffer {index}");
+        }
+    }
+}
+
+/// A C caller's reads take no copy of its fd (see the engine's module): the kernel resolved
+/// the number at submit, and the thread waits for them as it exits.
+#[test]
+fn reads_on_lent_numbers_survive_exit_of_their_submitting_thread() {
+    use std::os::fd::AsRawFd;
+    let leftovers = Leftovers::new("lent-thread-exit");
+    let ctx = Arc::new(uring(2 * READS as u32));
+    for round in 1..=8u8 {
+        leftovers.prepare(round);
+        let mut bufs: Vec<aioctx::AlignedBuf> = (0..2 * READS)
+            .map(|_| aioctx::AlignedBuf::page_aligned(BLOCK).expect("buffer"))
+            .collect();
+        let requests: Vec<Request> = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(index, buf)| {
+                let file = if index < READS {
+                    &leftovers.cold
+                } else {
+                    &leftovers.direct
+                };
+                let offset = (index % READS) * BLOCK;
+                lent_read(file.as_raw_fd(), buf, offset, index as u64)
+            })
+            .collect();
+        let submitter = {
+            let ctx = Arc::clone(&ctx);
+            std::thread::spawn(move || {
+                ctx.batch(|| {
+                    for request in requests {
+                        ctx.submit_one(request).expect("submit");
+                    }
+                })
+            })
+        };
+        submitter.join().expect("submitter");
+        reap_whole_blocks(&ctx, 2 * READS, |_| (0, 0));
+        check_lent(&bufs, |index| if index < READS { 0 } else { round });
+    }
+}
+
+/// The number of in-flight O_DIRECT reads on a lent number is made to name another file
+/// as soon as submit returned: they read the file it named at submit.
+#[test]
+fn lent_number_reused_right_after_submit_leaves_reads_on_the_original_file() {
+    use std::os::fd::AsRawFd;
+    let leftovers = Leftovers::new("lent-reuse");
+    leftovers.prepare(7);
+    let other = File::open(leftovers.scratch.path("cold")).expect("open other");
+    let ctx = uring(READS as u32);
+    let mut bufs: Vec<aioctx::AlignedBuf> = (0..READS)
+        .map(|_| aioctx::AlignedBuf::page_aligned(BLOCK).expect("buffer"))
+        .collect();
+    let number = leftovers.direct.as_raw_fd();
+    ctx.batch(|| {
+        for (index, buf) in bufs.iter_mut().enumerate() {
+            let read = lent_read(number, buf, index * BLOCK, index as u64);
+            ctx.submit_one(read).expect("submit");
+        }
+    });
+    // SAFETY: both numbers are open; `leftovers.direct` owns `number`, which from here on
+    // names the other file (and is closed with it).
+    assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), number) }, number);
+    reap_whole_blocks(&ctx, READS, |_| (0, 0));
+    check_lent(&bufs, |_| 7);
+}
+
 #[test]
 fn destroy_cancels_and_reaps_128_blocked_pipe_reads() {
     let scratch = Scratch::new("destroy-pipes");

@@ -7,8 +7,12 @@
 //! its context (its owner), and each context's requests are also listed apart, so that
 //! cancel and destroy touch exactly their own context's requests, and a CQE is looked up
 //! by its `user_data` alone, without reading the request it names.
+//!
+//! A read or write of a regular file or a block device is counted by the generation it
+//! started in, so that a thread that exits can wait until every such request that may be
+//! tied to it was taken (`exit.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// A context among those sharing an instance.
 pub(super) type Owner = u64;
@@ -16,6 +20,26 @@ pub(super) type Owner = u64;
 /// How often a request the kernel cancelled on its own is submitted again before its
 /// `-ECANCELED` is delivered (a bound against resubmitting for ever).
 const MAX_RESUBMITS: u8 = 64;
+
+/// What a request's SQE names its file by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fd {
+    /// A descriptor the request holds open itself: it may be submitted again at any time.
+    Held,
+    /// The number a C caller lent for its submit call only: once the call returned, the
+    /// number may name another file, so the request is never submitted again.
+    Lent,
+}
+
+/// What a request is, for what becomes of it when the thread that submitted it exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Kind {
+    /// What its SQE names its file by.
+    pub(super) fd: Fd,
+    /// Whether it reads or writes a regular file or a block device: its time is bounded by
+    /// the device, so a thread that exits waits for it (else the kernel may fail it).
+    pub(super) file_io: bool,
+}
 
 /// A request the kernel holds, as the table knows it.
 pub(super) struct Registered {
@@ -28,12 +52,96 @@ pub(super) struct Registered {
     cancel_issued: bool,
     /// How often it was submitted again after the kernel cancelled it on its own.
     resubmitted: u8,
+    /// What its SQE names its file by.
+    fd: Fd,
+    /// For a read or write of a file, the generation it started in (see [`Generations`]).
+    generation: Option<u64>,
 }
 
 impl Registered {
-    /// Whether `res` is a cancel nobody asked for, from the exit of the submitting thread.
+    /// Whether `res` is a cancel nobody asked for, from the exit of the submitting thread,
+    /// of a request that may be submitted again (one on a lent number may not: its
+    /// `-ECANCELED` is its result).
     fn orphaned(&self, res: i32) -> bool {
-        res == -libc::ECANCELED && !self.cancel_issued && self.resubmitted < MAX_RESUBMITS
+        res == -libc::ECANCELED
+            && !self.cancel_issued
+            && self.resubmitted < MAX_RESUBMITS
+            && self.fd == Fd::Held
+    }
+}
+
+/// The reads and writes of files in the kernel, counted by generation. A thread that exits
+/// closes the current generation (those that start after belong to the next) and waits
+/// until every generation up to it is empty: a request it may have handed to the kernel
+/// (its own, or another thread's it submitted along with its own in one enter) started
+/// before, and nothing started later holds it up.
+#[derive(Debug, Default)]
+struct Generations {
+    /// The generation of `counts[0]`; every one before it is empty.
+    base: u64,
+    /// Requests in flight per generation, from `base` to the current one (the last).
+    counts: VecDeque<usize>,
+}
+
+impl Generations {
+    /// Counts a request in the current generation, which it returns.
+    fn start(&mut self) -> u64 {
+        if self.counts.is_empty() {
+            self.counts.push_back(0);
+        }
+        if let Some(current) = self.counts.back_mut() {
+            *current += 1;
+        }
+        self.current()
+    }
+
+    fn current(&self) -> u64 {
+        self.base + self.counts.len().saturating_sub(1) as u64
+    }
+
+    /// Counts out a request of `generation`.
+    fn taken(&mut self, generation: u64) {
+        let index = generation.saturating_sub(self.base) as usize;
+        if let Some(count) = self.counts.get_mut(index) {
+            *count = count.saturating_sub(1);
+        }
+        self.compact();
+    }
+
+    /// Drops the empty generations before the first one with requests (the current one
+    /// stays).
+    fn compact(&mut self) {
+        while self.counts.len() > 1 && self.counts.front() == Some(&0) {
+            self.counts.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Ends the current generation for an exiting thread: the last one it waits for, or
+    /// None if no request is in flight.
+    fn close(&mut self) -> Option<u64> {
+        self.compact();
+        match self.counts.back() {
+            None => None,
+            Some(0) if self.counts.len() == 1 => None,
+            // The current one is empty: the thread waits for those before it only.
+            Some(0) => Some(self.current() - 1),
+            Some(_) => {
+                let last = self.current();
+                self.counts.push_back(0);
+                Some(last)
+            }
+        }
+    }
+
+    /// Whether every request of `generation` and those before it was taken.
+    fn empty_through(&self, generation: u64) -> bool {
+        self.base > generation
+            || self
+                .counts
+                .iter()
+                .take((generation - self.base) as usize + 1)
+                .all(|&count| count == 0)
     }
 }
 
@@ -62,6 +170,7 @@ pub(super) enum Taken {
 pub(super) struct InKernel {
     requests: HashMap<u64, Registered>,
     contexts: HashMap<Owner, Context>,
+    file_io: Generations,
 }
 
 impl InKernel {
@@ -77,11 +186,12 @@ impl InKernel {
 
     /// Records a request of an open context before its SQE is pushed (see `is_open`);
     /// false (nothing recorded) if its context is closed.
-    pub(super) fn register(&mut self, owner: Owner, user_data: u64, key: u64) -> bool {
+    pub(super) fn register(&mut self, owner: Owner, user_data: u64, key: u64, kind: Kind) -> bool {
         let Some(context) = self.contexts.get_mut(&owner).filter(|c| !c.closed) else {
             return false;
         };
         context.requests.insert(user_data);
+        let generation = kind.file_io.then(|| self.file_io.start());
         self.requests.insert(
             user_data,
             Registered {
@@ -89,9 +199,32 @@ impl InKernel {
                 key,
                 cancel_issued: false,
                 resubmitted: 0,
+                fd: kind.fd,
+                generation,
             },
         );
         true
+    }
+
+    /// Removes a request from the table.
+    fn remove(&mut self, user_data: u64) {
+        if let Some(registered) = self.requests.remove(&user_data) {
+            if let Some(generation) = registered.generation {
+                self.file_io.taken(generation);
+            }
+        }
+    }
+
+    /// Ends the current generation of reads and writes of files, for a thread that exits:
+    /// the last generation it is to wait for (see `file_io_taken_through`), or None if no
+    /// such request is in flight.
+    pub(super) fn close_file_io_generation(&mut self) -> Option<u64> {
+        self.file_io.close()
+    }
+
+    /// Whether every read or write of a file of `generation` and before was taken.
+    pub(super) fn file_io_taken_through(&self, generation: u64) -> bool {
+        self.file_io.empty_through(generation)
     }
 
     /// Called with the result of a request's taken CQE: forgets it (after which its memory
@@ -110,7 +243,7 @@ impl InKernel {
         if let Some(context) = context {
             context.requests.remove(&user_data);
         }
-        self.requests.remove(&user_data);
+        self.remove(user_data);
         Taken::Done
     }
 
@@ -158,7 +291,7 @@ impl InKernel {
     pub(super) fn forget(&mut self, owner: Owner) {
         if let Some(context) = self.contexts.remove(&owner) {
             for user_data in context.requests {
-                self.requests.remove(&user_data);
+                self.remove(user_data);
             }
         }
         if self.contexts.capacity() > 64 && self.contexts.len() < self.contexts.capacity() / 4 {
@@ -176,6 +309,19 @@ mod tests {
 
     const ECANCELED: i32 = -libc::ECANCELED;
 
+    const PIPE: Kind = Kind {
+        fd: Fd::Held,
+        file_io: false,
+    };
+    const HELD_FILE: Kind = Kind {
+        fd: Fd::Held,
+        file_io: true,
+    };
+    const LENT_FILE: Kind = Kind {
+        fd: Fd::Lent,
+        file_io: true,
+    };
+
     fn two_contexts() -> InKernel {
         let mut in_kernel = InKernel::default();
         in_kernel.open(1);
@@ -186,7 +332,7 @@ mod tests {
     #[test]
     fn a_request_is_cancelled_once() {
         let mut in_kernel = two_contexts();
-        assert!(in_kernel.register(1, 0x1000, 7));
+        assert!(in_kernel.register(1, 0x1000, 7, PIPE));
         assert_eq!(in_kernel.cancel_one(1, 7), Some(0x1000));
         assert_eq!(in_kernel.cancel_one(1, 7), None);
         assert!(
@@ -198,12 +344,12 @@ mod tests {
     #[test]
     fn cancel_touches_only_its_own_context() {
         let mut in_kernel = two_contexts();
-        in_kernel.register(1, 0x1000, 7);
-        in_kernel.register(2, 0x2000, 7);
+        in_kernel.register(1, 0x1000, 7, PIPE);
+        in_kernel.register(2, 0x2000, 7, PIPE);
         assert_eq!(in_kernel.cancel_all(1), vec![0x1000]);
         assert!(!in_kernel.is_open(1));
-        assert!(!in_kernel.register(1, 0x3000, 8), "closed");
-        assert!(in_kernel.register(2, 0x3000, 8), "the other is open");
+        assert!(!in_kernel.register(1, 0x3000, 8, PIPE), "closed");
+        assert!(in_kernel.register(2, 0x3000, 8, PIPE), "the other is open");
         assert_eq!(in_kernel.cancel_one(2, 7), Some(0x2000));
         assert!(matches!(in_kernel.taken(0x2000, 0), Taken::Done));
         assert!(matches!(in_kernel.taken(0x2000, 0), Taken::Unknown));
@@ -212,9 +358,9 @@ mod tests {
     #[test]
     fn an_orphan_is_resubmitted_unless_cancelled_or_closed() {
         let mut in_kernel = two_contexts();
-        in_kernel.register(1, 0x1000, 7);
-        in_kernel.register(1, 0x2000, 8);
-        in_kernel.register(2, 0x3000, 9);
+        in_kernel.register(1, 0x1000, 7, PIPE);
+        in_kernel.register(1, 0x2000, 8, PIPE);
+        in_kernel.register(2, 0x3000, 9, PIPE);
         in_kernel.cancel_one(1, 7);
         assert!(matches!(in_kernel.taken(0x1000, ECANCELED), Taken::Done));
         assert!(matches!(
@@ -229,9 +375,70 @@ mod tests {
     #[test]
     fn forget_leaves_nothing() {
         let mut in_kernel = two_contexts();
-        in_kernel.register(1, 0x1000, 7);
+        in_kernel.register(1, 0x1000, 7, PIPE);
         in_kernel.forget(1);
         assert!(matches!(in_kernel.taken(0x1000, 0), Taken::Unknown));
-        assert!(!in_kernel.register(1, 0x1000, 7));
+        assert!(!in_kernel.register(1, 0x1000, 7, PIPE));
+    }
+
+    #[test]
+    fn an_orphan_on_a_lent_number_is_never_resubmitted() {
+        let mut in_kernel = two_contexts();
+        in_kernel.register(1, 0x1000, 7, LENT_FILE);
+        assert!(matches!(in_kernel.taken(0x1000, ECANCELED), Taken::Done));
+        assert!(matches!(in_kernel.taken(0x1000, 0), Taken::Unknown));
+    }
+
+    #[test]
+    fn an_exiting_thread_waits_for_the_file_requests_before_it_only() {
+        let mut in_kernel = two_contexts();
+        assert_eq!(
+            in_kernel.close_file_io_generation(),
+            None,
+            "nothing in flight"
+        );
+        in_kernel.register(1, 0x1000, 7, LENT_FILE);
+        in_kernel.register(2, 0x2000, 8, LENT_FILE);
+        in_kernel.register(1, 0x3000, 9, PIPE);
+        in_kernel.register(2, 0x5000, 11, HELD_FILE);
+        let first = in_kernel.close_file_io_generation().expect("two in flight");
+        in_kernel.register(1, 0x4000, 10, LENT_FILE);
+        let second = in_kernel
+            .close_file_io_generation()
+            .expect("three in flight");
+        assert!(second > first);
+        assert!(!in_kernel.file_io_taken_through(first));
+        in_kernel.taken(0x1000, 0);
+        in_kernel.taken(0x3000, 0);
+        assert!(!in_kernel.file_io_taken_through(first));
+        in_kernel.taken(0x2000, 0);
+        assert!(!in_kernel.file_io_taken_through(first));
+        assert!(matches!(
+            in_kernel.taken(0x5000, ECANCELED),
+            Taken::Resubmit
+        ));
+        assert!(
+            !in_kernel.file_io_taken_through(first),
+            "still in the kernel"
+        );
+        in_kernel.taken(0x5000, 0);
+        assert!(
+            in_kernel.file_io_taken_through(first),
+            "the later one does not count"
+        );
+        assert!(!in_kernel.file_io_taken_through(second));
+        in_kernel.forget(1);
+        assert!(in_kernel.file_io_taken_through(second));
+        assert_eq!(in_kernel.close_file_io_generation(), None);
+    }
+
+    #[test]
+    fn a_closed_generation_with_nothing_new_waits_for_the_ones_before() {
+        let mut in_kernel = two_contexts();
+        in_kernel.register(1, 0x1000, 7, LENT_FILE);
+        let first = in_kernel.close_file_io_generation().expect("one in flight");
+        assert_eq!(in_kernel.close_file_io_generation(), Some(first));
+        in_kernel.taken(0x1000, 0);
+        assert!(in_kernel.file_io_taken_through(first));
     }
 }

@@ -16,11 +16,13 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
 
 use io_uring::squeue;
 
+use super::exit;
 use super::in_kernel::{InKernel, Owner, Taken};
 use super::raw::{CqConsumer, RawRing, SqProducer};
 use super::reaper::Parking;
@@ -28,6 +30,7 @@ use super::sqe::{prepare, Op};
 use crate::engine::pace::Pace;
 use crate::engine::take_back;
 use crate::sync::lock;
+use crate::sys::fd::wait_readable;
 use crate::sys::fork;
 
 /// The `user_data` of async-cancel SQEs (never the address of a request), and the mark of
@@ -46,6 +49,10 @@ const SQ_ENTRIES: u32 = 1024;
 /// the requests in flight of all the instance's contexts, whatever their capacities, are
 /// not bounded by it.
 const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
+
+/// How long a thread that exits sleeps on the instance's fd before it looks again whether
+/// the requests it waits for were taken (by the reaper, which leaves the fd quiet).
+const EXIT_LOOKS_EVERY: Duration = Duration::from_millis(1);
 
 /// A taken CQE: `(user_data, res)`.
 type Cqe = (u64, i32);
@@ -147,6 +154,9 @@ pub(super) struct Instance {
     generation: u64,
     /// Names the next context dealt to this instance.
     next_owner: AtomicU64,
+    /// Whether a read or write of a file was ever started here: only then does a thread
+    /// that enters to submit wait for such requests when it exits (see `exit.rs`).
+    file_io_started: AtomicBool,
 }
 
 impl Instance {
@@ -164,6 +174,7 @@ impl Instance {
             pace: Pace::new(),
             generation: fork::generation(),
             next_owner: AtomicU64::new(1),
+            file_io_started: AtomicBool::new(false),
         })
     }
 
@@ -194,6 +205,26 @@ impl Instance {
         }
     }
 
+    /// Notes that a read or write of a file starts; called before its SQE is pushed, so
+    /// that a thread whose enter takes the SQE finds the note after it.
+    pub(super) fn file_io_starts(&self) {
+        if !self.file_io_started.load(Ordering::Relaxed) {
+            self.file_io_started.store(true, Ordering::Release);
+        }
+    }
+
+    /// Hands the published SQEs to the kernel from this thread. The kernel ties each SQE
+    /// an enter takes to the entering thread, whichever thread pushed it (and cancels what
+    /// is still queued for that thread when it exits): so a thread that may have handed in
+    /// reads or writes of files is noted, to wait for them when it exits.
+    fn submit(&self) -> io::Result<u32> {
+        let submitted = self.raw.submit();
+        if self.file_io_started.load(Ordering::Acquire) {
+            exit::entered(self);
+        }
+        submitted
+    }
+
     /// Queues one SQE without entering the kernel, unless the queue is full: then what is
     /// queued is handed to the kernel and the push retried, never dropped.
     ///
@@ -214,7 +245,7 @@ impl Instance {
     /// CQEs are taken, takes them on this thread (into the stash, completed when the lock
     /// is let go), so that room never waits for another thread.
     fn make_room(&self, sub: &mut Submission) {
-        match self.raw.submit() {
+        match self.submit() {
             Err(e) if busy(&e) => {
                 let mut cq = lock(&self.completion);
                 let before = sub.stash.len();
@@ -241,16 +272,21 @@ impl Instance {
         queued == 0
     }
 
-    /// Hands the queued SQEs to the kernel. An SQE the kernel did not take stays queued
-    /// and goes with the next enter; while the kernel is busy (`EBUSY`, `EAGAIN`:
-    /// completions not yet taken) this thread takes the CQEs itself and retries.
+    /// Hands the queued SQEs to the kernel, and returns only once the kernel took every
+    /// SQE published before (by this thread or another's enter): a request on a lent
+    /// number must have its file resolved by the kernel before the submit call returns.
+    /// While the kernel is busy (`EBUSY`, `EAGAIN`: completions not yet taken) this thread
+    /// takes the CQEs itself and retries; an enter that took only part of the queue (the
+    /// kernel out of memory for requests) is repeated.
     fn enter_submit(&self) {
+        let tail = self.raw.published_tail();
         loop {
-            match self.raw.submit() {
+            match self.submit() {
                 Err(e) if busy(&e) => {
                     self.take_all();
                     std::thread::yield_now();
                 }
+                Ok(_) if !self.raw.taken_through(tail) => std::thread::yield_now(),
                 _ => return,
             }
         }
@@ -318,6 +354,8 @@ impl Instance {
                     // `Op`; its CQE was taken, so the kernel has let go of it, and it stays
                     // registered (so not freed) while this thread holds the lock.
                     let op = unsafe { &mut *(user_data as *mut Op) };
+                    // The table resubmits only what holds its file (`Fd::Held`).
+                    debug_assert!(op.inflight.request.lent.is_none());
                     let entry = prepare(op).user_data(user_data);
                     // SAFETY: as in `start`: the SQE points into the leaked box, freed
                     // only after its CQE was taken.
@@ -330,7 +368,7 @@ impl Instance {
         if resubmitted {
             // Handed in now if the kernel takes it; else it goes with the next enter (the
             // reaper's wait submits what is queued).
-            let _ = self.raw.submit();
+            let _ = self.submit();
             self.parking.wake();
         }
     }
@@ -351,6 +389,24 @@ impl Instance {
             }
             self.unregister(&mut self.submission(), batch.taken_mut());
             self.finish(batch.taken());
+        }
+    }
+
+    /// For a thread that exits (see `exit.rs`): returns once every read or write of a file
+    /// that started before was taken, taking CQEs itself meanwhile. Its sleep on the
+    /// instance's fd lets the kernel run this thread's task work, which posts the CQEs of
+    /// the requests tied to it; other threads' requests complete through theirs, or the
+    /// kernel's own workers, not through this thread.
+    pub(super) fn take_file_io_before_exit(&self) {
+        let Some(last) = self.submission().in_kernel.close_file_io_generation() else {
+            return;
+        };
+        loop {
+            self.take_all();
+            if self.submission().in_kernel.file_io_taken_through(last) {
+                return;
+            }
+            let _ = wait_readable(self.fd(), None, Some(EXIT_LOOKS_EVERY), None);
         }
     }
 

@@ -33,10 +33,20 @@
 //! instance go on.
 //!
 //! io_uring ties a request to the thread that submitted it: when that thread exits, the
-//! kernel cancels its requests still waiting for a pipe or socket or queued for io-wq
-//! (`-ECANCELED`, though nobody asked). Such a request is submitted again by the thread
-//! that takes its CQE, so it completes as it would have under kernel AIO.
+//! kernel cancels its requests still waiting for a pipe or socket (`-ECANCELED`, though
+//! nobody asked). Such a request is submitted again by the thread that takes its CQE, so it
+//! completes as it would have under kernel AIO: it holds its file itself (a C caller's
+//! number is copied), since the caller may have closed or reused the number by then. Reads
+//! and writes of regular files and block devices, which io_uring never arms a poll for and
+//! the device bounds, are instead waited for by the thread as it exits (`exit.rs`): the
+//! kernel would fail what of them is still to be issued on it. So a C caller's read or
+//! write of such a file takes no copy: the kernel resolves the number into its own
+//! reference to the file when the enter takes the SQE, before the submit call returns
+//! (`Instance::enter_submit`), and nothing uses the number after; it is never submitted
+//! again, and an error the kernel gives it anyway (a thread ended without its destructors)
+//! is its result.
 
+mod exit;
 mod in_kernel;
 mod instance;
 mod probe;
@@ -49,18 +59,27 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
-use self::in_kernel::Owner;
+use self::in_kernel::{Fd, Kind, Owner};
 use self::instance::{Instance, Locked, NO_REQUEST};
 use self::sqe::{prepare, Op};
 use super::inline::complete_inline;
 use super::{lend_to_kernel, plugged, Engine, EngineKind};
 use crate::core::{Core, Inflight};
-use crate::request::RwFlags;
+use crate::request::{Request, RwFlags};
 
 pub(crate) use self::probe::probe;
 
 fn einval() -> io::Error {
     io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+/// Whether a request reads or writes a regular file or a block device (its mode, learnt by
+/// submit's checks of the file the number names in this very call), which is never
+/// poll-armed and which the thread that submits it waits for as it exits (see the module's
+/// last part). Only reads and writes have their mode learnt.
+fn is_file_io(request: &Request) -> bool {
+    (request.opcode.is_read() || request.opcode.is_write())
+        && (request.mode.regular || request.mode.block_device)
 }
 
 /// A context's face of its shared io_uring instance.
@@ -107,7 +126,8 @@ impl Engine for UringEngine {
         RwFlags::ALL.contains(flags)
     }
 
-    /// What is not done inline holds its file before it enters the ring.
+    /// What is not done inline holds its file before it enters the ring, unless it is a
+    /// read or write of a regular file or a block device (see the module's last part).
     fn runs_lent_fds(&self) -> bool {
         true
     }
@@ -125,10 +145,16 @@ impl Engine for UringEngine {
         let Some(mut request) = complete_inline(request) else {
             return Ok(());
         };
-        // A request in the ring may be submitted again later (see the module's last part).
-        if let Err(e) = request.request.hold_file() {
+        // A request in the ring may be submitted again later, unless it is file I/O on a
+        // lent number (see the module's last part).
+        let file_io = is_file_io(&request.request);
+        let fd = if file_io && request.request.file.is_none() {
+            Fd::Lent
+        } else if let Err(e) = request.request.hold_file() {
             return Err((request, e));
-        }
+        } else {
+            Fd::Held
+        };
         let key = request.request.key();
         let signals_eventfd = request.request.resfd.is_some();
         let mut sub = self.instance.submission();
@@ -144,7 +170,11 @@ impl Engine for UringEngine {
         let user_data = lend_to_kernel(op, |op, token| {
             entry = Some(prepare(op).user_data(token));
         });
-        sub.in_kernel.register(self.owner, user_data, key);
+        if file_io {
+            self.instance.file_io_starts();
+        }
+        sub.in_kernel
+            .register(self.owner, user_data, key, Kind { fd, file_io });
         if signals_eventfd {
             // Its eventfd's reader waits for it now: a napping reaper goes back to posting
             // every completion at once.

@@ -294,6 +294,19 @@ impl RawRing {
         true
     }
 
+    /// The tail published last (by whichever thread pushed), for [`RawRing::taken_through`].
+    pub(super) fn published_tail(&self) -> u32 {
+        // SAFETY: a word of the live mapping.
+        unsafe { (*self.sq_tail).load(Ordering::Acquire) }
+    }
+
+    /// Whether the kernel took every SQE before `tail` (it moves its head only once it has
+    /// issued the SQEs it took, at the end of the enter that took them).
+    pub(super) fn taken_through(&self, tail: u32) -> bool {
+        // The head never passes the tail, and both are within a queue's length of `tail`.
+        tail.wrapping_sub(self.sq_head()) as i32 <= 0
+    }
+
     /// SQEs published and not yet taken by the kernel.
     pub(super) fn queued(&self, sq: &SqProducer) -> u32 {
         sq.tail.wrapping_sub(self.sq_head())

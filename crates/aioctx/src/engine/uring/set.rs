@@ -14,13 +14,14 @@
 use std::io;
 use std::sync::{Mutex, Once, OnceLock};
 
+use super::exit;
 use super::instance::Instance;
 use super::reaper;
 use crate::sync::lock;
 use crate::sys::fork;
 
 /// The most instances the process makes, however many CPUs it has.
-const MAX_INSTANCES: usize = 4;
+pub(super) const MAX_INSTANCES: usize = 4;
 
 /// The process's instances, in the order they were made.
 struct Set {
@@ -50,7 +51,10 @@ fn wanted_instances() -> usize {
 /// serves; only a process with none fails, as `io_uring_setup` did.
 pub(super) fn for_new_context() -> io::Result<&'static Instance> {
     static WATCH_FORKS: Once = Once::new();
-    WATCH_FORKS.call_once(|| fork::hold_across_fork(&SET, forget_parents_instances));
+    WATCH_FORKS.call_once(|| {
+        fork::hold_across_fork(&SET, forget_parents_instances);
+        fork::on_fork_in_child(exit::forget_parents_instances);
+    });
     let mut set = lock(&SET);
     let wanted = wanted_instances();
     let at = set.next % wanted;
@@ -69,6 +73,11 @@ pub(super) fn for_new_context() -> io::Result<&'static Instance> {
             .copied()
             .ok_or(e),
     }
+}
+
+/// The process's instances, as they are now.
+pub(super) fn instances() -> Vec<&'static Instance> {
+    lock(&SET).instances.clone()
 }
 
 /// A new instance with its reaper running.
