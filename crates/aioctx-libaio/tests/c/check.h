@@ -90,6 +90,24 @@ static inline unsigned char file_byte(size_t offset, int seed)
 	return (unsigned char)(offset * 7 + seed);
 }
 
+/* Writes `seed`'s bytes (file_byte) over the first `size` bytes of the file `fd` names,
+   through the page cache, and leaves the pages dirty: an O_DIRECT read of them then waits
+   for the kernel to write them back first. */
+static inline void dirty_pages(int fd, size_t size, int seed)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int buffered = open(path, O_WRONLY);
+	CHECK(buffered >= 0);
+	unsigned char *bytes = malloc(size);
+	CHECK(bytes != NULL);
+	for (size_t i = 0; i < size; i++)
+		bytes[i] = file_byte(i, seed);
+	CHECK(pwrite(buffered, bytes, size, 0) == (ssize_t)size);
+	free(bytes);
+	close(buffered);
+}
+
 /* Waits for exactly `n` events (5 s at most) into `events`. */
 static inline void reap(io_context_t ctx, int n, struct io_event *events)
 {

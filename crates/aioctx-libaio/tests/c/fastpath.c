@@ -113,23 +113,32 @@ static void fd_reused_while_in_flight(io_context_t ctx)
 	close(first[1]);
 }
 
-/* The same for a file read with O_DIRECT (the kernel or a worker runs it): it reads the
-   file the number named at submit, even if it completes after the number was reused. */
+/* The same for reads of a file with O_DIRECT (the kernel or a worker runs them): they read
+   the file the number named at submit, even if they complete after the number was reused
+   (on io_uring they take no copy of the fd: the kernel resolved the number at submit). The
+   file's pages are dirty, so the kernel writes them back before it reads: the reads are
+   still in flight when the number is reused. */
 static void direct_fd_reused(io_context_t ctx)
 {
-	int original = temp_file(65536, 3, O_RDONLY | O_DIRECT);
-	int other = temp_file(65536, 4, O_RDONLY | O_DIRECT);
-	unsigned char *buf = aligned(65536);
-	struct iocb iocb;
-	struct iocb *list[1] = {&iocb};
-	io_prep_pread(&iocb, original, buf, 65536, 0);
-	CHECK_RET(io_submit(ctx, 1, list), 1);
+	enum { READS = 16, BLOCK = 4096 };
+	int original = temp_file(READS * BLOCK, 3, O_RDONLY | O_DIRECT);
+	int other = temp_file(READS * BLOCK, 4, O_RDONLY | O_DIRECT);
+	dirty_pages(original, READS * BLOCK, 11);
+	unsigned char *buf = aligned(READS * BLOCK);
+	struct iocb iocbs[READS];
+	struct iocb *list[READS];
+	for (int i = 0; i < READS; i++) {
+		io_prep_pread(&iocbs[i], original, buf + i * BLOCK, BLOCK, (long long)i * BLOCK);
+		list[i] = &iocbs[i];
+	}
+	CHECK_RET(io_submit(ctx, READS, list), READS);
 	CHECK(dup2(other, original) == original);
-	struct io_event event;
-	CHECK_RET(io_getevents(ctx, 1, 1, &event, &five), 1);
-	CHECK(event.res == 65536);
-	for (size_t i = 0; i < 65536; i++)
-		CHECK(buf[i] == file_byte(i, 3));
+	struct io_event events[READS];
+	reap(ctx, READS, events);
+	for (int i = 0; i < READS; i++)
+		CHECK(events[i].res == BLOCK);
+	for (size_t i = 0; i < READS * BLOCK; i++)
+		CHECK(buf[i] == file_byte(i, 11));
 	free(buf);
 	close(original);
 	close(other);

@@ -54,23 +54,6 @@ static void *submit_and_exit(void *arg)
 	return NULL;
 }
 
-/* Writes `seed`'s pattern over the first `size` bytes of the file `fd` names, through
-   the page cache, and leaves the pages dirty. */
-static void dirty(int fd, size_t size, int seed)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	int buffered = open(path, O_WRONLY);
-	CHECK(buffered >= 0);
-	unsigned char *bytes = malloc(size);
-	CHECK(bytes != NULL);
-	for (size_t i = 0; i < size; i++)
-		bytes[i] = file_byte(i, seed);
-	CHECK(pwrite(buffered, bytes, size, 0) == (ssize_t)size);
-	free(bytes);
-	close(buffered);
-}
-
 int main(void)
 {
 	report_library();
@@ -85,7 +68,7 @@ int main(void)
 	unsigned char *back = aligned(WRITES * BLOCK);
 	for (int r = 0; r < ROUNDS; r++) {
 		int seed = 10 + r;
-		dirty(round.direct, READS * BLOCK, seed);
+		dirty_pages(round.direct, READS * BLOCK, seed);
 		memset(round.reads, 0, READS * BLOCK);
 		memset(round.colds, 0, COLD * BLOCK);
 		CHECK(posix_fadvise(round.cold, 0, 0, POSIX_FADV_DONTNEED) == 0);
