@@ -41,8 +41,9 @@ pub(crate) trait Engine: Send + Sync {
     fn supports(&self, flags: RwFlags) -> bool;
 
     /// Whether `start` takes requests on a lent descriptor (`Request::lent`) and calls
-    /// `Request::hold_file` for each one it keeps after it returns; else the context makes
-    /// every request hold its file before `start`.
+    /// `Request::hold_file` for each one whose number it would use after the submit call
+    /// returns (a reference the kernel took inside the call needs none); else the context
+    /// makes every request hold its file before `start`.
     fn runs_lent_fds(&self) -> bool {
         false
     }
