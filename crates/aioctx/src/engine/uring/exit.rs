@@ -2,10 +2,11 @@
 //!
 //! io_uring ties a request to the thread whose enter took its SQE (whichever thread pushed
 //! it), and fails what of it is still to be issued on that thread when the thread exits: a
-//! buffered read woken when its page came in (`-EFAULT`), an O_DIRECT request the device
-//! asked to be issued again (`-ECANCELED`). One on a C caller's lent number cannot be
-//! submitted again (the number may name another file by then), and an `-EFAULT` cannot be
-//! told from the kernel's own; so the threads that may have handed such requests in wait,
+//! buffered read woken when its page came in (`-EFAULT`, seen on Linux 6.18), an O_DIRECT
+//! request the device asked to be issued again. One on a C caller's lent number cannot be
+//! submitted again (the number may name another file by then), and an `-EFAULT` looks
+//! like the request's own (a bad buffer), so not even one that holds its file could be
+//! submitted again on it; so the threads that may have handed such requests in wait,
 //! when they exit, until every read and write of a regular file or a block device that
 //! started before was taken, which the device bounds. The wait runs in a thread-local
 //! destructor, before the kernel's own exit handling, and takes CQEs itself rather than
