@@ -22,6 +22,7 @@ use crate::engine::inline::{self, Remembered};
 use crate::engine::sim::{SimConfig, SimEngine, SimMachine};
 use crate::engine::{self, Engine, EngineKind, Probe};
 use crate::eventfds::KnownEventfds;
+use crate::in_call::InCall;
 use crate::lifecycle::{Lifecycle, State};
 use crate::request::{Opcode, Request};
 use crate::ring::{Ring, Sink};
@@ -306,6 +307,7 @@ impl Context {
     /// costs one system call and one device doorbell. `submit` batches by itself; the C ABI
     /// wraps its `io_submit` loop in this.
     pub fn batch<R>(&self, submit_all: impl FnOnce() -> R) -> R {
+        let _in_call = InCall::enter();
         if self.core.lifecycle.forked_away() {
             // A forked child's copy: every submit in it fails `EINVAL`, and the engine's
             // queues (some shared with the parent) are not flushed from here.
@@ -316,6 +318,7 @@ impl Context {
 
     /// Submits one request and returns its id; on failure it comes back with the error.
     pub fn submit_one(&self, request: Request) -> Result<RequestId, SubmitError> {
+        let _in_call = InCall::enter();
         match self.admit() {
             Ok(admission) => self.launch(admission, request),
             Err(error) => Err(SubmitError { error, request }),
@@ -326,6 +329,7 @@ impl Context {
     /// taken, so that errors come in the kernel's order (`EAGAIN` for a full ring before
     /// anything the decoder finds). For the C ABI, which resolves fds in `decode`.
     pub fn submit_with(&self, decode: impl FnOnce() -> io::Result<Request>) -> io::Result<()> {
+        let _in_call = InCall::enter();
         let admission = self.admit()?;
         let request = decode()?;
         self.launch(admission, request)
@@ -514,6 +518,7 @@ impl Context {
         sigmask: Option<u64>,
         sink: &mut Sink<'_>,
     ) -> io::Result<usize> {
+        let _in_call = InCall::enter();
         if min > max || !self.core.lifecycle.is_live() {
             return Err(errno(libc::EINVAL));
         }
@@ -565,6 +570,7 @@ impl Context {
     /// means: its event will arrive, with `-ECANCELED` (or its result, if it finished
     /// first). `EINVAL` if no such request can be cancelled (or it was answered before).
     pub fn cancel(&self, id: RequestId) -> io::Result<()> {
+        let _in_call = InCall::enter();
         if !self.core.lifecycle.is_live() {
             return Err(errno(libc::EINVAL));
         }
@@ -575,6 +581,7 @@ impl Context {
     /// memory again. Every concurrent caller waits for that; the first gets `Ok`, the
     /// others (and later calls) `EINVAL`. Events not reaped are discarded.
     pub fn destroy(&self) -> io::Result<()> {
+        let _in_call = InCall::enter();
         let core = &self.core;
         let first = core
             .lifecycle

@@ -38,6 +38,7 @@ pub mod engine;
 mod eventfds;
 #[doc(hidden)]
 pub mod ffi;
+mod in_call;
 mod lifecycle;
 mod request;
 mod ring;

@@ -16,11 +16,15 @@
 //!
 //! A thread that ends without destructors (a raw `exit` system call) leaves its requests
 //! to the kernel: a request on a lent number then gets the kernel's error as its result.
+//! So does one whose destructors run inside a call of the library (`exit()` from a signal
+//! handler that interrupted it, see `in_call.rs`), where the wait could need a lock the
+//! interrupted call holds.
 
 use std::cell::Cell;
 
 use super::instance::Instance;
 use super::set::{self, MAX_INSTANCES};
+use crate::in_call;
 
 /// The instances a thread entered to submit after reads or writes of files started there,
 /// by address; waited for when the thread's locals are torn down.
@@ -63,6 +67,12 @@ pub(super) fn forget_parents_instances() {
 
 impl Drop for Entered {
     fn drop(&mut self) {
+        if in_call::inside() {
+            // exit() from a signal handler that interrupted a call of this thread, which
+            // may hold the very locks the wait takes: its requests are left to the kernel
+            // (the process is ending).
+            return;
+        }
         let entered = self.instances.get();
         // Only the process's own instances: in a forked child the parent's are not mapped
         // and no longer in the set.
