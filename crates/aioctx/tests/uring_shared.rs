@@ -45,6 +45,16 @@ struct Loaded {
     pipe_write_end: File,
 }
 
+/// Held by each test of this binary: the descriptor and thread counts are the process's,
+/// so another test opening pipes meanwhile would be counted as the contexts'.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .expect("list fds")
@@ -93,6 +103,7 @@ fn loaded(direct: &Arc<File>) -> Loaded {
 /// or completed by a write.
 #[test]
 fn destroy_on_a_shared_instance_touches_only_its_own_context() {
+    let _alone = one_at_a_time();
     let file = temp_file(DIRECT_READS as usize * DIRECT_LEN);
     let direct = open_direct(&file);
     // The process-wide instances and reapers come with the first contexts.
@@ -221,6 +232,7 @@ fn reap_all(ctx: &Context, want: usize, check: impl Fn(&aioctx::Completion)) -> 
 /// context destroyed meanwhile with as many in flight cancels them all.
 #[test]
 fn polls_beyond_the_shared_queues_reach_their_own_contexts() {
+    let _alone = one_at_a_time();
     const POLLS: usize = 4_000;
     let contexts: Vec<Context> = (0..CONTEXTS).map(|_| uring(POLLS as u32)).collect();
     let (read_end, mut write_end) = pipe();
