@@ -281,12 +281,13 @@ impl Modes {
 
 /// The copies of caller descriptors that requests in flight hold (worker pool, poller, a
 /// ring's pipes and sockets), with the mode learnt when each was made. While one is alive,
-/// a later call on the same number that still names the same open file (`kcmp`, one system call, instead of
-/// `fcntl` + `fstat` + `dup` + `close`) takes that copy and mode again. Only weak
-/// references are kept: a copy is closed when its last request completes, as without this
-/// memory, so a file the caller closed is never held open by it. The mode is the one of
-/// the open file when the copy was made: a later `fcntl(F_SETFL)` toggling `O_DIRECT` on
-/// it is seen once its requests in flight are done.
+/// a later call on the same number that still names the same open file (`kcmp`, one
+/// system call, instead of `fcntl` + `fstat` + `dup` + `close`) takes that copy and mode
+/// again. Only weak references are kept: a copy is closed when its last request
+/// completes, as without this memory, so a file the caller closed is never held open by
+/// it. The mode is the one of the open file when the copy was made: a later
+/// `fcntl(F_SETFL)` toggling `O_DIRECT` on it is seen once its requests in flight are
+/// done.
 ///
 /// The memory is the submitting thread's own: threads submitting at once (to one context
 /// or many) share no lock and no cache line for it. A thread that submits on a number
