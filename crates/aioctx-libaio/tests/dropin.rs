@@ -67,13 +67,18 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Compiles `tests/c/<name>.c` against the system libaio headers, once.
 fn c_program(name: &str) -> PathBuf {
+    c_program_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c"), name)
+}
+
+/// Compiles `<dir>/<name>.c`, once (see `c_program`).
+fn c_program_in(dir_of_source: PathBuf, name: &str) -> PathBuf {
     static COMPILED: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
     let binary = dir.join(name);
     let mut compiled = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
     if !compiled.iter().any(|done| done == name) {
         std::fs::create_dir_all(&dir).expect("create build dir");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+        let source = dir_of_source.join(format!("{name}.c"));
         let out = Command::new("cc")
             .args(["-O1", "-g", "-Wall", "-Werror", "-pthread", "-o"])
             .arg(&binary)
@@ -335,8 +340,15 @@ fn fast_paths_keep_the_kernels_answers() {
 #[test]
 fn fast_paths_keep_the_kernels_answers_where_kcmp_is_denied() {
     let binary = c_program("fastpath");
+    // The aioctx crate's seccomp wrapper, which denies kcmp for the program it runs.
+    let seccomp = c_program_in(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../aioctx/tests/c"),
+        "seccomp_exec",
+    );
     for engine in engines() {
-        let out = on_dropin(binary.to_str().expect("utf-8 path"), engine)
+        let out = on_dropin(seccomp.to_str().expect("utf-8 path"), engine)
+            .arg("eperm-kcmp")
+            .arg(&binary)
             .arg("deny-kcmp")
             .output()
             .expect("run fastpath");

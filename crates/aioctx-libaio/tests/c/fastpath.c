@@ -3,25 +3,13 @@
    runs into an unmapped page; aio_key is reset to 0 whatever it held; and a request keeps
    the file its fd named at submit when the caller closes the number and reuses it while
    the request is in flight, also when the number names another file at the next submit.
-   With the argument deny-kcmp, the same under a seccomp filter that answers kcmp with
-   EPERM, as Docker's default profile does (the drop-in's memory of fd copies must then
-   never take a copy for a number that names another file). */
+   With the argument deny-kcmp, the same run under `seccomp_exec eperm-kcmp`
+   (crates/aioctx/tests/c), whose filter answers kcmp with EPERM, as Docker's default
+   profile does (the drop-in's memory of fd copies must then never take a copy for a
+   number that names another file). */
 #include "check.h"
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
 #include <sys/eventfd.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
-
-#if defined(__x86_64__)
-#define AUDIT_ARCH_HERE AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define AUDIT_ARCH_HERE AUDIT_ARCH_AARCH64
-#else
-#error "add this architecture's AUDIT_ARCH"
-#endif
 
 static struct timespec five = {5, 0};
 
@@ -210,6 +198,14 @@ static long read_64(io_context_t ctx, int fd, void *buf)
 	return (long)event.res;
 }
 
+/* Makes `number` name the file `fd` names, as a caller reusing a number does (`fd` is
+   closed). */
+static void under_number(int fd, int number)
+{
+	CHECK(dup2(fd, number) == number);
+	close(fd);
+}
+
 /* A number the drop-in has seen name a buffered file (so a read on it may skip asking the
    kernel what the number names) is reused between submits for other kinds of file; each
    answer is the kernel's for the file the number names at the submit. */
@@ -221,16 +217,14 @@ static void remembered_number_reused(io_context_t ctx)
 
 	/* Another buffered file: its bytes. */
 	int other = temp_file(8192, 12, O_RDONLY);
-	CHECK(dup2(other, number) == number);
-	close(other);
+	under_number(other, number);
 	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 12));
 
 	/* A pipe with data: the pipe's bytes (a stream: the offset is not a position). */
 	int p[2];
 	CHECK(pipe(p) == 0);
 	CHECK(write(p[1], "piped", 5) == 5);
-	CHECK(dup2(p[0], number) == number);
-	close(p[0]);
+	under_number(p[0], number);
 	CHECK(read_64(ctx, number, buf) == 5 && memcmp(buf, "piped", 5) == 0);
 	/* The same pipe empty: the drop-in's submit does not wait (the kernel's blocks until
 	   data comes, so this part runs on the drop-in only), the read completes later. */
@@ -249,13 +243,11 @@ static void remembered_number_reused(io_context_t ctx)
 		   it (the second submitted while the first holds its copy of the pipe), and
 		   each takes one write. */
 		int again = temp_file(8192, 18, O_RDONLY);
-		CHECK(dup2(again, number) == number);
-		close(again);
+		under_number(again, number);
 		CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 18));
 		int q[2];
 		CHECK(pipe(q) == 0);
-		CHECK(dup2(q[0], number) == number);
-		close(q[0]);
+		under_number(q[0], number);
 		static char firsts[2][64];
 		struct iocb waiting[2];
 		struct iocb *one[1];
@@ -279,12 +271,10 @@ static void remembered_number_reused(io_context_t ctx)
 
 	/* Back to a buffered file, then a write-only one: a read is EBADF, a write lands. */
 	other = temp_file(8192, 13, O_RDONLY);
-	CHECK(dup2(other, number) == number);
-	close(other);
+	under_number(other, number);
 	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 13));
 	other = temp_file(8192, 14, O_WRONLY);
-	CHECK(dup2(other, number) == number);
-	close(other);
+	under_number(other, number);
 	CHECK(read_64(ctx, number, buf) == -EBADF - 100000);
 	memset(buf, 0x5a, sizeof(buf));
 	io_prep_pwrite(&iocb, number, buf, 64, 0);
@@ -301,15 +291,13 @@ static void remembered_number_reused(io_context_t ctx)
 
 	/* The write-only file seen, then a read-write one: a read works again. */
 	other = temp_file(8192, 15, O_RDWR);
-	CHECK(dup2(other, number) == number);
-	close(other);
+	under_number(other, number);
 	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 15));
 
 	/* An eventfd (read-write, not seekable): an 8-byte read takes its count. */
 	int efd = eventfd(3, 0);
 	CHECK(efd >= 0);
-	CHECK(dup2(efd, number) == number);
-	close(efd);
+	under_number(efd, number);
 	uint64_t count = 0;
 	io_prep_pread(&iocb, number, &count, 8, 0);
 	CHECK_RET(io_submit(ctx, 1, list), 1);
@@ -318,13 +306,11 @@ static void remembered_number_reused(io_context_t ctx)
 
 	/* A directory: submit refuses it as the kernel does. */
 	other = temp_file(8192, 16, O_RDWR);
-	CHECK(dup2(other, number) == number);
-	close(other);
+	under_number(other, number);
 	CHECK(read_64(ctx, number, buf) == 64);
 	int dir = open("/tmp", O_RDONLY | O_DIRECTORY);
 	CHECK(dir >= 0);
-	CHECK(dup2(dir, number) == number);
-	close(dir);
+	under_number(dir, number);
 	CHECK(read_64(ctx, number, buf) == -EINVAL - 100000);
 
 	/* Closed: EBADF, before a resfd that is no eventfd (EINVAL) is looked at. */
@@ -339,8 +325,7 @@ static void remembered_number_reused(io_context_t ctx)
 	/* O_DIRECT switched on under the number (fcntl): an aligned read reads the file, and
 	   an unaligned one gets what a plain pread of the same gets (EINVAL where the device
 	   needs alignment), in its event. */
-	CHECK(dup2(other, number) == number);
-	close(other);
+	under_number(other, number);
 	CHECK(read_64(ctx, number, buf) == 64 && buf[1] == file_byte(1, 17));
 	CHECK(fcntl(number, F_SETFL, fcntl(number, F_GETFL) | O_DIRECT) == 0);
 	unsigned char *page = aligned(4096);
@@ -376,32 +361,12 @@ static void remembered_number_reused(io_context_t ctx)
 	close(number);
 }
 
-/* Answers kcmp with EPERM from now on, as Docker's default seccomp profile does. */
-static void deny_kcmp(void)
-{
-	struct sock_filter filter[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_HERE, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_kcmp, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = {
-		.len = (unsigned short)(sizeof(filter) / sizeof(filter[0])),
-		.filter = filter,
-	};
-	CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
-	CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
-	CHECK(syscall(SYS_kcmp, getpid(), getpid(), 0, 0, 0) == -1 && errno == EPERM);
-}
-
 int main(int argc, char **argv)
 {
 	report_library();
 	if (argc > 1 && strcmp(argv[1], "deny-kcmp") == 0)
-		deny_kcmp();
+		/* Run under seccomp_exec eperm-kcmp: the filter is there. */
+		CHECK(syscall(SYS_kcmp, getpid(), getpid(), 0, 0, 0) == -1 && errno == EPERM);
 	io_context_t ctx = 0;
 	CHECK_RET(io_setup(16, &ctx), 0);
 	int file = temp_file(8192, 5, O_RDONLY);

@@ -1,11 +1,13 @@
 /*
  * seccomp_exec MODE COMMAND [ARG...]: runs COMMAND under a seccomp filter that answers
- * io_uring_setup as MODE says and allows every other system call:
+ * io_uring_setup (or kcmp) as MODE says and allows every other system call:
  *   eperm     fail with EPERM, as Docker's default profile does;
  *   kill      kill the process with SIGSYS (SECCOMP_RET_KILL_PROCESS), as strict
  *             sandboxes do;
  *   trap      send SIGSYS (SECCOMP_RET_TRAP), as Android's policy does;
- *   kill-aio  kill with SIGSYS on io_uring_setup and on io_setup alike.
+ *   kill-aio  kill with SIGSYS on io_uring_setup and on io_setup alike;
+ *   eperm-kcmp  fail kcmp (not io_uring_setup) with EPERM, as Docker's default profile
+ *             does (the drop-in's fastpath test, crates/aioctx-libaio/tests).
  * A raw BPF filter, so that only the kernel headers are needed.
  */
 #include <errno.h>
@@ -33,11 +35,13 @@
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s eperm|kill|trap|kill-aio COMMAND [ARG...]\n", argv[0]);
+        fprintf(stderr, "usage: %s eperm|kill|trap|kill-aio|eperm-kcmp COMMAND [ARG...]\n", argv[0]);
         return 2;
     }
     unsigned int answer;
-    /* io_setup is matched too only for kill-aio; otherwise the second match never hits. */
+    /* The system calls answered: io_setup is matched too only for kill-aio (otherwise
+       the second match is the first again). */
+    unsigned int denied = __NR_io_uring_setup;
     unsigned int also = __NR_io_uring_setup;
     if (strcmp(argv[1], "eperm") == 0) {
         answer = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
@@ -48,6 +52,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[1], "kill-aio") == 0) {
         answer = SECCOMP_RET_KILL_PROCESS;
         also = __NR_io_setup;
+    } else if (strcmp(argv[1], "eperm-kcmp") == 0) {
+        answer = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
+        denied = also = __NR_kcmp;
     } else {
         fprintf(stderr, "%s: unknown mode %s\n", argv[0], argv[1]);
         return 2;
@@ -57,7 +64,7 @@ int main(int argc, char **argv) {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_HERE, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, denied, 1, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, also, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, answer),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
