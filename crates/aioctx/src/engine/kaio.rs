@@ -50,12 +50,12 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::inline::complete_inline;
-use super::pace::{Pace, REAPER_TICK};
+use super::pace::Pace;
 use super::pending::{Keyed, Pending};
 use super::probe::survive_setup;
 use super::threads::UserSpace;
@@ -106,8 +106,8 @@ impl KernelContext {
     fn reap_forever(&self, reaping: &'static Reaping) {
         let mut events = [IoEvent::default(); REAP_BATCH];
         loop {
-            if reaping.program_reaps() {
-                reaping.nap();
+            if reaping.pace.program_reaps() {
+                reaping.pace.nap();
                 self.reap_now(&mut events);
             } else {
                 // Only a signal ends the wait early (EINTR); the context is never destroyed.
@@ -150,14 +150,8 @@ impl KernelContext {
 struct Reaping {
     /// Signalled by the kernel for every completed iocb: the engine's ready fd.
     ready: File,
-    /// When the program last came to get_events.
+    /// When the program last came to get_events, and the reapers' naps.
     pace: Pace,
-    /// Requests in the kernel whose completion signals a caller's eventfd: its reader waits
-    /// on that, not in get_events, so their completions are posted at once (no nap).
-    eventfd_requests: AtomicUsize,
-    /// Ends a reaper's nap when such a request starts.
-    nap_lock: Mutex<()>,
-    nap_end: Condvar,
 }
 
 static REAPING: OnceLock<Reaping> = OnceLock::new();
@@ -171,32 +165,7 @@ impl Reaping {
         Ok(REAPING.get_or_init(|| Reaping {
             ready,
             pace: Pace::new(),
-            eventfd_requests: AtomicUsize::new(0),
-            nap_lock: Mutex::new(()),
-            nap_end: Condvar::new(),
         }))
-    }
-
-    fn program_reaps(&self) -> bool {
-        self.eventfd_requests.load(Ordering::Relaxed) == 0 && self.pace.program_reaps()
-    }
-
-    /// Sleeps a tick, or less if a request that signals an eventfd starts.
-    fn nap(&self) {
-        let napping = lock(&self.nap_lock);
-        if self.eventfd_requests.load(Ordering::Relaxed) == 0 {
-            let _ = self.nap_end.wait_timeout(napping, REAPER_TICK);
-        }
-    }
-
-    fn eventfd_request_started(&self) {
-        self.eventfd_requests.fetch_add(1, Ordering::Relaxed);
-        let _napping = lock(&self.nap_lock);
-        self.nap_end.notify_all();
-    }
-
-    fn eventfd_request_finished(&self) {
-        self.eventfd_requests.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -306,7 +275,7 @@ impl Op {
             iocb.aio_flags = abi::IOCB_FLAG_RESFD;
             iocb.aio_resfd = reaping.ready.as_raw_fd() as u32;
             if r.resfd.is_some() {
-                reaping.eventfd_request_started();
+                reaping.pace.eventfd_request_started();
             }
         }
         let mut iovecs = Vec::new();
@@ -381,11 +350,11 @@ impl Op {
     }
 }
 
-/// Counts out of the kernel a request of `Op::new` (see `Reaping::eventfd_requests`).
+/// Counts out of the kernel a request `Op::new` counted in (see `Pace::program_reaps`).
 fn signals_eventfd_no_more(request: &Inflight) {
     if request.request.resfd.is_some() {
         if let Some(reaping) = REAPING.get() {
-            reaping.eventfd_request_finished();
+            reaping.pace.eventfd_request_finished();
         }
     }
 }

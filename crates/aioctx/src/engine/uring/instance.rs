@@ -432,7 +432,7 @@ impl Instance {
             let signals_eventfd = inflight.request.resfd.is_some();
             inflight.complete(i64::from(res));
             if signals_eventfd {
-                self.parking.eventfd_request_finished();
+                self.pace.eventfd_request_finished();
             }
         }
     }

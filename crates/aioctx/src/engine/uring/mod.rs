@@ -178,7 +178,7 @@ impl Engine for UringEngine {
         if signals_eventfd {
             // Its eventfd's reader waits for it now: a napping reaper goes back to posting
             // every completion at once.
-            self.instance.parking.eventfd_request_started();
+            self.instance.pace.eventfd_request_started();
         }
         if let Some(entry) = entry {
             // SAFETY: the SQE points into the lent box, which `finish` takes back only

@@ -9,12 +9,12 @@
 //! other CPU for every CQE, on the program's time.
 //!
 //! The park/unpark protocol is model-checked under `--cfg aioctx_loom` (the tests below): a pushed
-//! SQE always finds the reaper awake or wakes it, and an eventfd request always ends a nap.
+//! SQE always finds the reaper awake or wakes it (that an eventfd request always ends a nap
+//! is checked in `engine/pace.rs`).
 
 use std::sync::atomic::Ordering;
 
 use super::instance::Instance;
-use crate::engine::pace::REAPER_TICK;
 use crate::sync::model::{fence, lock, wait, AtomicUsize, Condvar, Mutex};
 
 /// What the reaper and the threads that push SQEs share to park and wake it.
@@ -25,9 +25,6 @@ pub(super) struct Parking {
     /// 1 while the reaper is parked (or about to be); written by the reaper under `lock`,
     /// read by pushers to skip the wake-up when it is not.
     parked: AtomicUsize,
-    /// Requests out whose completion signals an eventfd: somebody waits on that eventfd,
-    /// not in get_events, so their completions are posted at once (no nap).
-    eventfd_requests: AtomicUsize,
     /// Orders a wake-up against the reaper's last look before it sleeps.
     lock: Mutex<()>,
     unpark: Condvar,
@@ -38,7 +35,6 @@ impl Parking {
         Parking {
             pending: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
-            eventfd_requests: AtomicUsize::new(0),
             lock: Mutex::new(()),
             unpark: Condvar::new(),
         }
@@ -79,31 +75,6 @@ impl Parking {
             parking = wait(&self.unpark, parking);
         }
     }
-
-    /// A request that signals an eventfd starts: a napping reaper goes back to posting
-    /// every completion at once.
-    pub(super) fn eventfd_request_started(&self) {
-        self.eventfd_requests.fetch_add(1, Ordering::Relaxed);
-        let _parking = lock(&self.lock);
-        self.unpark.notify_one();
-    }
-
-    pub(super) fn eventfd_request_finished(&self) {
-        self.eventfd_requests.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    pub(super) fn eventfd_requests_out(&self) -> bool {
-        self.eventfd_requests.load(Ordering::Relaxed) > 0
-    }
-
-    /// Sleeps one tick, or less if an eventfd request starts. (Under loom the wait has no
-    /// timeout, so a lost wake-up shows as a deadlock.)
-    pub(super) fn nap(&self) {
-        let parking = lock(&self.lock);
-        if !self.eventfd_requests_out() {
-            let _ = self.unpark.wait_timeout(parking, REAPER_TICK);
-        }
-    }
 }
 
 /// The reaper thread of `instance`: posts completions as they happen, for ever (an
@@ -111,8 +82,8 @@ impl Parking {
 pub(super) fn run(instance: &'static Instance) {
     loop {
         instance.parking.park();
-        if instance.pace.program_reaps() && !instance.parking.eventfd_requests_out() {
-            instance.parking.nap();
+        if instance.pace.program_reaps() {
+            instance.pace.nap();
             instance.take_all();
         } else {
             instance.wait_and_take_all();
@@ -188,19 +159,6 @@ mod loom_tests {
             parking.park();
             program.join().unwrap();
             parking.park();
-        });
-    }
-
-    #[test]
-    fn loom_napping_reaper_wakes_for_an_eventfd_request() {
-        loom::model(|| {
-            let parking = Arc::new(Parking::new());
-            let submitter = {
-                let parking = Arc::clone(&parking);
-                thread::spawn(move || parking.eventfd_request_started())
-            };
-            parking.nap();
-            submitter.join().unwrap();
         });
     }
 }
