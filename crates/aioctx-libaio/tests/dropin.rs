@@ -367,7 +367,7 @@ fn fast_paths_keep_the_kernels_answers_where_kcmp_is_denied() {
 #[test]
 fn no_per_request_fd_or_memory_syscalls_at_batch_16() {
     for engine in engines().into_iter().filter(|&e| e != "sim") {
-        for mode in ["buffered", "direct"] {
+        for mode in ["buffered", "direct", "cold"] {
             assert_fd_and_memory_syscalls(engine, mode, 16, 16, 0.25);
         }
     }
@@ -375,7 +375,8 @@ fn no_per_request_fd_or_memory_syscalls_at_batch_16() {
 
 /// At batch 1 with 32 in flight (fio's default way), at most two such calls per request:
 /// none for a buffered read of a number whose mode the thread remembers (the transfer
-/// confirms it), else the mode once per call (`fcntl` + `fstat`), and, for a request that
+/// confirms it, also a cold one's that would have waited: its copy for a worker is then a
+/// `dup` and a `close`), else the mode once per call (`fcntl` + `fstat`), and, for a request that
 /// outlives the call with a copy of the fd (a worker's, kernel AIO's), one `kcmp` that
 /// finds the copy requests in flight already hold still named by the number (no `dup` and
 /// `close` per request). io_uring takes no copy for a read of a file: the kernel resolves
@@ -383,7 +384,7 @@ fn no_per_request_fd_or_memory_syscalls_at_batch_16() {
 #[test]
 fn at_most_two_fd_syscalls_per_request_at_batch_1() {
     for engine in engines().into_iter().filter(|&e| e != "sim") {
-        for mode in ["buffered", "direct"] {
+        for mode in ["buffered", "direct", "cold"] {
             // Buffered: the mode is learnt again once per 64 calls on a remembered number.
             let most = if mode == "buffered" { 0.25 } else { 2.0 };
             assert_fd_and_memory_syscalls(engine, mode, 1, 32, most);

@@ -396,6 +396,7 @@ impl Context {
         let started = if inflight.request.mode_remembered {
             match inline::on_remembered_mode(inflight) {
                 Remembered::Done => Ok(()),
+                Remembered::Kept(inflight) => self.engine.start(inflight),
                 Remembered::Relearnt(mut inflight) => match self.check(&mut inflight.request) {
                     Ok(()) => self.engine.start(inflight),
                     Err(error) => Err((inflight, error)),

@@ -1,8 +1,10 @@
 /* A steady stream of 4 KiB reads, for counting the system calls the library makes per
    request (the test runs it under strace -c -f). DEPTH requests are kept in flight,
    submitted BATCH per io_submit as events come back BATCH at a time (fio's way with
-   --iodepth_batch_submit and --iodepth_batch_complete_min). Usage:
-   syscalls REQUESTS buffered|direct [BATCH [DEPTH]]   (default: 16 16) */
+   --iodepth_batch_submit and --iodepth_batch_complete_min). "cold" reads are buffered
+   reads of pages dropped from the cache after every reap, so that each waits for the
+   device. Usage:
+   syscalls REQUESTS buffered|direct|cold [BATCH [DEPTH]]   (default: 16 16) */
 #include "check.h"
 
 #define MAX_DEPTH 256
@@ -14,6 +16,8 @@ int main(int argc, char **argv)
 	CHECK(argc == 3 || argc == 4 || argc == 5);
 	long requests = atol(argv[1]);
 	int direct = strcmp(argv[2], "direct") == 0;
+	int cold = strcmp(argv[2], "cold") == 0;
+	CHECK(direct || cold || strcmp(argv[2], "buffered") == 0);
 	int batch = argc > 3 ? atoi(argv[3]) : 16;
 	int depth = argc > 4 ? atoi(argv[4]) : batch;
 	CHECK(batch > 0 && depth >= batch && depth <= MAX_DEPTH && depth % batch == 0);
@@ -47,6 +51,9 @@ int main(int argc, char **argv)
 			free_iocbs[free_count++] = events[i].obj;
 		}
 		reaped += want;
+		/* Pages of reads still in flight stay; the next batch's are read from the disk. */
+		if (cold)
+			CHECK(posix_fadvise(file, 0, FILE_SIZE, POSIX_FADV_DONTNEED) == 0);
 	}
 	CHECK_RET(io_destroy(ctx), 0);
 	return 0;

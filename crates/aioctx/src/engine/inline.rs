@@ -44,18 +44,34 @@ pub(crate) fn complete_inline(mut request: Inflight) -> Option<Inflight> {
         return Some(request);
     }
     match attempt(&mut request.request) {
-        Some(res) => {
+        Attempt::Final(res) => {
             request.complete(res);
             None
         }
-        None => Some(request),
+        Attempt::WouldWait | Attempt::NotTried => Some(request),
     }
+}
+
+/// What an inline attempt came to.
+enum Attempt {
+    /// The request is not one to run inline: nothing was tried.
+    NotTried,
+    /// The transfer ran and its result stands.
+    Final(i64),
+    /// The transfer found it would have to wait for the device (`EAGAIN`, or a read of a
+    /// regular file served only in part): nothing of it stands, and the file the number
+    /// names is one that takes this transfer (open for it, positional, `RWF_NOWAIT`
+    /// capable), as the mode said.
+    WouldWait,
 }
 
 /// What became of a request run on a remembered mode.
 pub(crate) enum Remembered {
     /// It completed (its event is posted).
     Done,
+    /// Its transfer would have waited for the device, on a file that takes it as the mode
+    /// said: it goes on to the engine on that mode, with no second attempt.
+    Kept(Inflight),
     /// Its file's mode is learnt now: it goes on as any request (checks, then the engine).
     Relearnt(Inflight),
     /// Its number names no open file now: submit fails with this.
@@ -74,11 +90,22 @@ pub(crate) enum Remembered {
 /// result is right, only its timing was inline.
 pub(crate) fn on_remembered_mode(mut request: Inflight) -> Remembered {
     let started = Instant::now();
-    let res = attempt(&mut request.request);
-    if matches!(res, Some(res) if res >= 0) && started.elapsed() < CONFIRMS_WITHIN {
-        request.complete(res.unwrap_or_default());
-        return Remembered::Done;
-    }
+    let res = match attempt(&mut request.request) {
+        Attempt::Final(res) if res >= 0 && started.elapsed() < CONFIRMS_WITHIN => {
+            request.complete(res);
+            return Remembered::Done;
+        }
+        // A cold read (or a write that would block) costs no fcntl or fstat: what the
+        // mode is needed for afterwards (which path, whether to copy the fd) the failed
+        // transfer has shown; the rest is bounded as any remembered mode is.
+        Attempt::WouldWait => {
+            request.request.mode_remembered = false;
+            request.request.inline_tried = true;
+            return Remembered::Kept(request);
+        }
+        Attempt::Final(res) => Some(res),
+        Attempt::NotTried => None,
+    };
     let remembered = request.request.mode;
     let relearnt = request.request.relearn_mode();
     // On the same mode the engine's own attempt would only repeat this one.
@@ -110,20 +137,23 @@ fn moved_nothing(res: i64) -> bool {
     .any(|&errno| res == -(errno as i64))
 }
 
-/// Runs the request inline if the module's rule says so: its result, or None if it is to
-/// go asynchronous (nothing of it done).
-fn attempt(r: &mut Request) -> Option<i64> {
+/// Runs the request inline if the module's rule says so.
+fn attempt(r: &mut Request) -> Attempt {
     if is_cached_read_candidate(r) {
-        let res = perform_with(r, RwFlags::NOWAIT);
-        read_is_final(r, res).then_some(res)
+        match perform_with(r, RwFlags::NOWAIT) {
+            res if read_is_final(r, res) => Attempt::Final(res),
+            res if res == EAGAIN || (r.mode.regular && res >= 0) => Attempt::WouldWait,
+            // An error that does not stand (see `read_is_final`): the read goes on.
+            _ => Attempt::NotTried,
+        }
     } else if is_buffered_write_candidate(r) {
         match perform_with(r, RwFlags::NOWAIT) {
-            EAGAIN => None,
-            EOPNOTSUPP => Some(perform_with(r, RwFlags::empty())),
-            res => Some(res),
+            EAGAIN => Attempt::WouldWait,
+            EOPNOTSUPP => Attempt::Final(perform_with(r, RwFlags::empty())),
+            res => Attempt::Final(res),
         }
     } else {
-        None
+        Attempt::NotTried
     }
 }
 
