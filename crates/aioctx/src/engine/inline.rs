@@ -84,8 +84,10 @@ pub(crate) enum Remembered {
 /// so the memory is trusted only as far as the transfer proves it: one on the number that
 /// completes inline, whole and within `CONFIRMS_WITHIN` stands (a pipe, socket or
 /// directory fails `ESPIPE`/`EISDIR` before anything moves, as a file not open for it
-/// fails `EBADF`; what waited for a slow device took longer). Anything else looks at the
-/// number afresh before going on. A transfer that moved bytes stands whatever it shows:
+/// fails `EBADF`; what waited for a slow device took longer). One that found it would
+/// have to wait (`Attempt::WouldWait`) goes on to the engine on the remembered mode, since
+/// it showed what the engines need of it. Anything else looks at the number afresh before
+/// going on. A transfer that moved bytes stands whatever it shows:
 /// the kernel ran it on the file the number named, with that file's own flags, so its
 /// result is right, only its timing was inline.
 pub(crate) fn on_remembered_mode(mut request: Inflight) -> Remembered {
@@ -97,7 +99,8 @@ pub(crate) fn on_remembered_mode(mut request: Inflight) -> Remembered {
         }
         // A cold read (or a write that would block) costs no fcntl or fstat: what the
         // mode is needed for afterwards (which path, whether to copy the fd) the failed
-        // transfer has shown; the rest is bounded as any remembered mode is.
+        // transfer has shown; what it cannot show (O_DIRECT set since) is bounded as for
+        // any remembered mode (the C ABI's TRUSTED_CALLS).
         Attempt::WouldWait => {
             request.request.mode_remembered = false;
             request.request.inline_tried = true;
