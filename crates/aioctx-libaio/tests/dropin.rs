@@ -448,6 +448,15 @@ fn assert_fd_and_memory_syscalls(engine: &str, mode: &str, batch: u32, depth: u3
     );
 }
 
+/// A program that closes low numbers it did not open, with requests in flight, and opens
+/// pipes on them: the library's own descriptors (io_uring instances, eventfds, copies of
+/// the caller's fds) are not among them, so nothing hangs, nothing is lost, and nothing of
+/// the library's is written into the pipes.
+#[test]
+fn stray_closes_of_low_numbers_touch_none_of_the_librarys_descriptors() {
+    run_c("strays");
+}
+
 /// Reads and writes of regular files submitted by a thread that exits as soon as
 /// io_submit returned all complete whole, with the right data (io_uring would fail what of
 /// them is still to be issued on that thread).

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -58,7 +58,14 @@ fn the_same_eventfd_number_resolves_to_the_same_file() {
 #[test]
 fn a_reused_number_is_resolved_afresh() {
     let (_one_at_a_time, ctx) = context();
-    let eventfd = aioctx::ffi::eventfd().unwrap();
+    // The caller's own eventfd, at the lowest free number (the library numbers its own
+    // high, out of a program's way).
+    // SAFETY: eventfd has no memory arguments; the new descriptor is owned here at once.
+    let eventfd = unsafe {
+        let fd = libc::eventfd(0, libc::EFD_CLOEXEC);
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        OwnedFd::from_raw_fd(fd)
+    };
     let number = eventfd.as_raw_fd();
     let remembered = resolve(&ctx, number).unwrap();
     drop(eventfd);

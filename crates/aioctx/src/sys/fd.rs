@@ -3,16 +3,67 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::check;
 
-/// A nonblocking, close-on-exec eventfd.
+/// A nonblocking, close-on-exec eventfd, numbered in the library's own range.
 pub fn eventfd() -> io::Result<File> {
     // SAFETY: eventfd has no memory arguments; the result is checked.
     let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }.into())?;
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    Ok(unsafe { File::from_raw_fd(fd as RawFd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    Ok(File::from(into_own_range(fd)))
+}
+
+/// The lowest number the library gives the descriptors it keeps (eventfds, io_uring
+/// instances, copies of a caller's fds). A program numbers its own from 3 up, so a stray
+/// close or `dup2` of a low number (a double close, a close loop over the first few
+/// hundred, a daemon's cleanup) hits its own descriptors, not one a request or a waiting
+/// thread relies on; the kernel's contexts are no descriptors at all. Half the soft
+/// `RLIMIT_NOFILE`, at most 512, read once: the fd table the kernel grows for it stays a
+/// few KiB. A program that later lowers its limit under it, or fills the numbers above,
+/// gets the lowest free number instead, as without this.
+fn own_floor() -> RawFd {
+    static FLOOR: OnceLock<RawFd> = OnceLock::new();
+    *FLOOR.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the live local.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return 0;
+        }
+        (limit.rlim_cur / 2).min(512) as RawFd
+    })
+}
+
+/// A close-on-exec copy of the number `fd`, in the library's own range if a number is free
+/// there (see `own_floor`), else the lowest free one.
+fn dup_in_own_range(fd: RawFd) -> io::Result<OwnedFd> {
+    let dup_from = |floor: RawFd| {
+        // SAFETY: F_DUPFD_CLOEXEC on an arbitrary number either fails (EBADF for a number
+        // that names nothing) or returns a new descriptor that we own.
+        check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) }.into())
+    };
+    let new = match dup_from(own_floor()) {
+        // The floor is at or past the limit now, or every number above it is taken.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMFILE)) => dup_from(0)?,
+        other => other?,
+    };
+    // SAFETY: `new` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
+}
+
+/// `fd`, moved into the library's own range if it is below it and a number is free there;
+/// else `fd` itself.
+pub(crate) fn into_own_range(fd: OwnedFd) -> OwnedFd {
+    if fd.as_raw_fd() >= own_floor() {
+        return fd;
+    }
+    dup_in_own_range(fd.as_raw_fd()).unwrap_or(fd)
 }
 
 /// Makes `fd` refer to a fresh eventfd (same number, close-on-exec): for a forked child
@@ -156,11 +207,7 @@ pub(crate) fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
-    // SAFETY: F_DUPFD_CLOEXEC on an arbitrary number either fails with EBADF or returns a
-    // new descriptor that we own.
-    let new = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) }.into())?;
-    // SAFETY: `new` is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
+    dup_in_own_range(fd)
 }
 
 /// Whether the caller's descriptor number `raw` names the same open file as `file`

@@ -197,7 +197,7 @@ impl RawRing {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: io_uring_setup returned a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(ret as i32) };
+        let fd = crate::sys::fd::into_own_range(unsafe { OwnedFd::from_raw_fd(ret as i32) });
         let (sq_off, cq_off) = (&params.sq_off, &params.cq_off);
         let sq_len = sq_off.array as usize + params.sq_entries as usize * 4;
         let cq_len = cq_off.cqes as usize + params.cq_entries as usize * std::mem::size_of::<Cqe>();
