@@ -40,21 +40,19 @@ fn own_floor() -> RawFd {
     })
 }
 
-/// A close-on-exec copy of the number `fd`, in the library's own range if a number is free
-/// there (see `own_floor`), else the lowest free one.
-fn dup_in_own_range(fd: RawFd) -> io::Result<OwnedFd> {
-    let dup_from = |floor: RawFd| {
-        // SAFETY: F_DUPFD_CLOEXEC on an arbitrary number either fails (EBADF for a number
-        // that names nothing) or returns a new descriptor that we own.
-        check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) }.into())
-    };
-    let new = match dup_from(own_floor()) {
-        // The floor is at or past the limit now, or every number above it is taken.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMFILE)) => dup_from(0)?,
-        other => other?,
-    };
+/// A close-on-exec copy of the number `fd` at the lowest free number from `floor` up.
+fn dup_from(fd: RawFd, floor: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on an arbitrary number either fails (EBADF for a number that
+    // names nothing) or returns a new descriptor that we own.
+    let new = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) }.into())?;
     // SAFETY: `new` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
+}
+
+/// Whether F_DUPFD's error says only that the library's range has no number now: the
+/// floor is at or past the limit, or every number above it is taken.
+fn own_range_full(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EINVAL | libc::EMFILE))
 }
 
 /// `fd`, moved into the library's own range if it is below it and a number is free there;
@@ -63,7 +61,7 @@ pub(crate) fn into_own_range(fd: OwnedFd) -> OwnedFd {
     if fd.as_raw_fd() >= own_floor() {
         return fd;
     }
-    dup_in_own_range(fd.as_raw_fd()).unwrap_or(fd)
+    dup_from(fd.as_raw_fd(), own_floor()).unwrap_or(fd)
 }
 
 /// Makes `fd` refer to a fresh eventfd (same number, close-on-exec): for a forked child
@@ -201,13 +199,17 @@ pub(crate) fn open_mode_of(fd: RawFd) -> io::Result<OpenMode> {
 }
 
 /// Duplicates a raw descriptor the caller named (close-on-exec), so a request keeps the file
-/// it was submitted against even if the caller closes or reuses the number. Crate-internal:
+/// it was submitted against even if the caller closes or reuses the number; in the library's
+/// own range (see `own_floor`) while a number is free there. Crate-internal:
 /// the public doors to it take the number in an `unsafe fn` (see `crate::ffi`).
 pub(crate) fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
-    dup_in_own_range(fd)
+    match dup_from(fd, own_floor()) {
+        Err(e) if own_range_full(&e) => dup_from(fd, 0),
+        other => other,
+    }
 }
 
 /// Whether the caller's descriptor number `raw` names the same open file as `file`
