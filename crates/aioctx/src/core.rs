@@ -5,6 +5,7 @@
 //! Engines import this module, never `context.rs`: the context's API sits above the
 //! engines, and this is all of it they may touch.
 
+use std::fs::File;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -87,6 +88,15 @@ impl Inflight {
     }
 
     fn post(&mut self, res: i64) {
+        if let Some(eventfd) = self.post_event(res) {
+            fd::eventfd_signal(eventfd.as_fd(), 1);
+        }
+        self.count_out();
+    }
+
+    /// Posts the request's event into the ring and lets go of the request's parts but its
+    /// eventfd, which it returns for the caller to signal; `count_out` is still to come.
+    fn post_event(&mut self, res: i64) -> Option<Arc<File>> {
         self.settled = true;
         let event = IoEvent {
             data: self.request.data,
@@ -111,12 +121,89 @@ impl Inflight {
             core.counters.lost.fetch_add(1, Ordering::Relaxed);
         }
         core.counters.completed.fetch_add(1, Ordering::Relaxed);
-        // The event is visible before the eventfd moves (SPEC: RESFD ordering).
-        if let Some(eventfd) = resfd {
-            fd::eventfd_signal(eventfd.as_fd(), 1);
+        resfd
+    }
+
+    /// Wakes the context's waiters and counts the request out, after its event was posted
+    /// and its eventfd signalled (SPEC: RESFD ordering: the event is visible before the
+    /// eventfd moves; destroy returns only after both).
+    fn count_out(&self) {
+        self.core.doorbell.ring();
+        self.core.lifecycle.exit();
+    }
+}
+
+/// How many requests a [`Completions`] holds before it wakes their program.
+const COMPLETIONS: usize = 32;
+
+/// Requests completed together, as a taker of many completions at once (a batch of CQEs,
+/// of kernel events) completes them: each event is posted at once, and what wakes the
+/// program is done once for the batch after: each eventfd is signalled once with the count
+/// of its requests (a program that signals one eventfd with every request, as QEMU does,
+/// paid a `write` per request), each context's doorbell rung once. The requests count out
+/// last, so destroy still returns only after their eventfds moved.
+pub(crate) struct Completions {
+    /// Requests whose event is posted and that are still to count out, with the eventfd
+    /// each is still to signal.
+    posted: [Option<(Inflight, Option<Arc<File>>)>; COMPLETIONS],
+    len: usize,
+}
+
+impl Completions {
+    pub(crate) fn new() -> Completions {
+        Completions {
+            posted: [const { None }; COMPLETIONS],
+            len: 0,
         }
-        core.doorbell.ring();
-        core.lifecycle.exit();
+    }
+
+    /// Posts the request's event; its program is woken at `flush` (or when the batch is
+    /// full, or dropped).
+    pub(crate) fn complete(&mut self, mut request: Inflight, res: i64) {
+        if self.len == COMPLETIONS {
+            self.flush();
+        }
+        #[cfg(test)]
+        hooks::maybe_panic(request.request.data);
+        let eventfd = request.post_event(res);
+        self.posted[self.len] = Some((request, eventfd));
+        self.len += 1;
+    }
+
+    /// Signals the eventfds of the requests posted, rings their doorbells and counts them
+    /// out.
+    pub(crate) fn flush(&mut self) {
+        let posted = &mut self.posted[..self.len];
+        self.len = 0;
+        for at in 0..posted.len() {
+            let Some(eventfd) = posted[at].as_mut().and_then(|(_, eventfd)| eventfd.take()) else {
+                continue;
+            };
+            let mut count = 1;
+            for (_, same) in posted[at + 1..].iter_mut().flatten() {
+                if same.as_ref().is_some_and(|e| Arc::ptr_eq(e, &eventfd)) {
+                    *same = None;
+                    count += 1;
+                }
+            }
+            fd::eventfd_signal(eventfd.as_fd(), count);
+        }
+        let mut rung: Option<&Arc<Core>> = None;
+        for (request, _) in posted.iter().flatten() {
+            if !rung.is_some_and(|core| Arc::ptr_eq(core, &request.core)) {
+                request.core.doorbell.ring();
+                rung = Some(&request.core);
+            }
+        }
+        for (request, _) in posted.iter_mut().filter_map(Option::take) {
+            request.core.lifecycle.exit();
+        }
+    }
+}
+
+impl Drop for Completions {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

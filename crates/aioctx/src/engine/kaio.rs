@@ -60,7 +60,7 @@ use super::pending::{Keyed, Pending};
 use super::probe::survive_setup;
 use super::threads::UserSpace;
 use super::{iovecs_of, lend_to_kernel, plugged, take_back, Engine, EngineKind, Unavailable};
-use crate::core::{Core, Inflight};
+use crate::core::{Completions, Core, Inflight};
 use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
@@ -112,7 +112,7 @@ impl KernelContext {
             } else {
                 // Only a signal ends the wait early (EINTR); the context is never destroyed.
                 let reaped = io_getevents(self.id, 1, &mut events, None).unwrap_or(0);
-                events[..reaped].iter().for_each(dispatch);
+                dispatch(&events[..reaped]);
             }
         }
     }
@@ -121,7 +121,7 @@ impl KernelContext {
     fn reap_now(&self, events: &mut [IoEvent; REAP_BATCH]) {
         while self.outstanding.load(Ordering::Relaxed) > 0 && self.has_events() {
             let reaped = io_getevents(self.id, 0, events, Some(Duration::ZERO)).unwrap_or(0);
-            events[..reaped].iter().for_each(dispatch);
+            dispatch(&events[..reaped]);
             if reaped < REAP_BATCH {
                 return;
             }
@@ -327,8 +327,8 @@ impl Op {
         request
     }
 
-    /// Posts the kernel's result for a reaped (or refused) request.
-    fn finish(self: Box<Op>, res: i64) {
+    /// Posts the kernel's result for a reaped (or refused) request into `completions`.
+    fn finish(self: Box<Op>, res: i64, completions: &mut Completions) {
         let Op {
             iovecs,
             request,
@@ -342,11 +342,12 @@ impl Op {
         // The kernel completes a cancelled poll with an empty mask, which a poll that fired
         // never has.
         let cancelled = local.forget_poll(poll_id);
-        request.complete(if cancelled && res == 0 {
+        let res = if cancelled && res == 0 {
             -(libc::ECANCELED as i64)
         } else {
             res
-        });
+        };
+        completions.complete(request, res);
     }
 }
 
@@ -359,14 +360,17 @@ fn signals_eventfd_no_more(request: &Inflight) {
     }
 }
 
-/// Routes one reaped kernel event to its request.
-fn dispatch(event: &IoEvent) {
-    // SAFETY: every iocb submitted to a shared kernel context carries in `aio_data` the
-    // token of an `Op` lent for it, and the kernel reports each iocb in exactly one event,
-    // reaped once; so this is the only taker of that token.
-    let op = unsafe { take_back::<Op>(event.data) };
-    op.kernel.release();
-    op.finish(event.res);
+/// Routes reaped kernel events to their requests.
+fn dispatch(events: &[IoEvent]) {
+    let mut completions = Completions::new();
+    for event in events {
+        // SAFETY: every iocb submitted to a shared kernel context carries in `aio_data` the
+        // token of an `Op` lent for it, and the kernel reports each iocb in exactly one
+        // event, reaped once; so this is the only taker of that token.
+        let op = unsafe { take_back::<Op>(event.data) };
+        op.kernel.release();
+        op.finish(event.res, &mut completions);
+    }
 }
 
 /// An aioctx context's side of the engine, shared with its requests in flight.
@@ -526,7 +530,7 @@ impl KaioEngine {
             let request = op.discard();
             self.overflow(request);
         } else {
-            op.finish(-(errno as i64));
+            op.finish(-(errno as i64), &mut Completions::new());
         }
     }
 

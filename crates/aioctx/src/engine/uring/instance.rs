@@ -27,6 +27,7 @@ use super::in_kernel::{InKernel, Owner, Taken};
 use super::raw::{CqConsumer, RawRing, SqProducer};
 use super::reaper::Parking;
 use super::sqe::{prepare, Op};
+use crate::core::Completions;
 use crate::engine::pace::Pace;
 use crate::engine::take_back;
 use crate::sync::lock;
@@ -419,6 +420,7 @@ impl Instance {
 
     /// Completes the requests of taken, unregistered CQEs.
     fn finish(&self, taken: &[Cqe]) {
+        let mut completions = Completions::new();
         for &(user_data, res) in taken {
             if user_data == NO_REQUEST {
                 continue;
@@ -430,7 +432,7 @@ impl Instance {
             let Op { inflight, iovecs } = *op;
             drop(iovecs);
             let signals_eventfd = inflight.request.resfd.is_some();
-            inflight.complete(i64::from(res));
+            completions.complete(inflight, i64::from(res));
             if signals_eventfd {
                 self.pace.eventfd_request_finished();
             }
