@@ -104,9 +104,13 @@ fn submit_one(context: &Context, user_iocb: usize, files: &mut Files) -> Result<
 /// number once submit returned. Within one call a number names one file, unless another
 /// thread of the caller closes and reuses it during the call, a race whose every outcome
 /// the kernel allows too (each iocb gets the file the number named at some moment of it).
+///
+/// The eventfds of the call's iocbs (`aio_resfd`) are resolved once per number likewise:
+/// QEMU signals one eventfd with every request, and checking it costs a `kcmp`.
 #[derive(Default)]
 struct Files {
     resolved: Vec<Resolved>,
+    eventfds: Vec<(RawFd, Arc<File>)>,
 }
 
 /// A number met in the call: its lent descriptor and mode, and whether the mode is only
@@ -168,6 +172,21 @@ impl Files {
         };
         self.resolved.push(entry);
         Ok(&self.resolved[self.resolved.len() - 1])
+    }
+
+    /// The eventfd the caller's `aio_resfd` number `raw` names, held open for a request of
+    /// `context`: resolved at its first iocb of the call.
+    fn eventfd(&mut self, context: &Context, raw: u32) -> Result<Arc<File>, Errno> {
+        let raw = raw as RawFd;
+        if let Some((_, eventfd)) = self.eventfds.iter().find(|(n, _)| *n == raw) {
+            return Ok(Arc::clone(eventfd));
+        }
+        // SAFETY: libaio's contract: with IOCB_FLAG_RESFD, `aio_resfd` is an eventfd the
+        // caller keeps open until io_submit returns; one that names nothing is EBADF, one
+        // that is no eventfd EINVAL (both checked by the context before any use).
+        let eventfd = unsafe { aioctx::ffi::resolve_eventfd(context, raw) }.map_err(errno_of)?;
+        self.eventfds.push((raw, Arc::clone(&eventfd)));
+        Ok(eventfd)
     }
 
     /// Learns the mode of `raw` afresh if it was only remembered (`EBADF` if it names
@@ -344,17 +363,16 @@ fn decode(
     files: &mut Files,
 ) -> Result<RawParts, Errno> {
     let opcode = Opcode::from_raw(iocb.aio_lio_opcode);
-    // Plain: no RWF_* flags, and no eventfd, whose copy (made next) may take the number of
-    // an fd the caller closed, so that only a number looked at first is EBADF as it should.
-    let plain = iocb.aio_rw_flags == 0 && iocb.aio_flags & abi::IOCB_FLAG_RESFD == 0;
+    // Plain: no RWF_* flags. An eventfd (QEMU signals one with every request) does not
+    // stop a remembered mode: its copy, made next for one the context does not know yet,
+    // is placed above the program's numbers (`sys/fd.rs`), so it does not take the number
+    // of an fd the caller closed, which the mode would then wrongly vouch for. Only with no
+    // number free up there could it, as for every descriptor the library keeps.
+    let plain = iocb.aio_rw_flags == 0;
     let resolved = files.resolve(iocb.aio_fildes, opcode, plain)?;
     let (fd, mode, remembered) = (Arc::clone(&resolved.fd), resolved.mode, resolved.remembered);
     let resfd = if iocb.aio_flags & abi::IOCB_FLAG_RESFD != 0 {
-        // SAFETY: libaio's contract: with IOCB_FLAG_RESFD, `aio_resfd` is an eventfd the
-        // caller keeps open until io_submit returns; one that names nothing is EBADF, one
-        // that is no eventfd EINVAL (both checked by the context before any use).
-        let eventfd = unsafe { aioctx::ffi::resolve_eventfd(context, iocb.aio_resfd as i32) };
-        Some(eventfd.map_err(errno_of)?)
+        Some(files.eventfd(context, iocb.aio_resfd)?)
     } else {
         None
     };
