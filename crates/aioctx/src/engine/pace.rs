@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sync::model::{lock, AtomicUsize, Condvar, Mutex};
+use crate::sync::model::{fence, lock, AtomicUsize, Condvar, Mutex};
 
 /// How long after a thread last came to get_events the reaper trusts the program to come
 /// back for its completions.
@@ -33,6 +33,8 @@ pub(crate) struct Pace {
     clock: Instant,
     /// Requests out whose completion signals a caller's eventfd.
     eventfd_requests: AtomicUsize,
+    /// Reapers napping (or about to): a starting eventfd request wakes them only then.
+    napping: AtomicUsize,
     /// Orders a starting eventfd request against a reaper's look before it naps.
     nap_lock: Mutex<()>,
     nap_end: Condvar,
@@ -44,6 +46,7 @@ impl Pace {
             program_reaps_until: AtomicU64::new(0),
             clock: Instant::now(),
             eventfd_requests: AtomicUsize::new(0),
+            napping: AtomicUsize::new(0),
             nap_lock: Mutex::new(()),
             nap_end: Condvar::new(),
         }
@@ -64,14 +67,18 @@ impl Pace {
     }
 
     /// A request that signals an eventfd starts: a napping reaper goes back to posting
-    /// every completion at once. Only the first of the requests out wakes it: a reaper
-    /// that looked while one was out did not nap (a wake-up costs a futex call, and a
-    /// program that signals an eventfd with every request, as QEMU does, would pay it per
-    /// request).
+    /// every completion at once. Only the first of the requests out wakes it (a reaper
+    /// that looked while one was out did not nap), and only if one naps: a wake-up costs
+    /// a futex call, and a program that signals an eventfd with every request, as QEMU
+    /// does, would pay it per request, or per burst. The fence pairs with the one in
+    /// `nap`: either the reaper sees the request or we see it napping.
     pub(crate) fn eventfd_request_started(&self) {
         if self.eventfd_requests.fetch_add(1, Ordering::Relaxed) == 0 {
-            let _napping = lock(&self.nap_lock);
-            self.nap_end.notify_all();
+            fence(Ordering::SeqCst);
+            if self.napping.load(Ordering::Relaxed) > 0 {
+                let _napping = lock(&self.nap_lock);
+                self.nap_end.notify_all();
+            }
         }
     }
 
@@ -87,9 +94,12 @@ impl Pace {
     /// timeout, so a lost wake-up shows as a deadlock.)
     pub(crate) fn nap(&self) {
         let napping = lock(&self.nap_lock);
+        self.napping.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
         if !self.eventfd_requests_out() {
             let _ = self.nap_end.wait_timeout(napping, REAPER_TICK);
         }
+        self.napping.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

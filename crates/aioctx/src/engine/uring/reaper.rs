@@ -1,12 +1,12 @@
 //! How the one reaper thread of a shared instance parks, naps and is woken.
 //!
 //! The reaper posts the completions nobody waits for (eventfd users, programs that read the
-//! ring directly or stopped calling): while SQEs of any context are out it sleeps in
-//! `io_uring_enter`, woken by the next CQE; while nothing is out it parks on a condvar,
-//! woken by the submitter that pushes the next SQE. While the program reaps through
-//! get_events itself (which takes the CQEs of every context on the instance) and no request
-//! out signals an eventfd, it only naps a tick at a time, so that it does not wake on the
-//! other CPU for every CQE, on the program's time.
+//! ring directly or stopped calling): it sleeps in `io_uring_enter`, woken by the next CQE.
+//! While the program reaps through get_events itself (which takes the CQEs of every context
+//! on the instance) and no request out signals an eventfd, it only naps a tick at a time,
+//! so that it does not wake on the other CPU for every CQE, on the program's time; and
+//! while nothing is out then, it parks on a condvar, woken by the submitter that pushes
+//! the next SQE.
 //!
 //! The park/unpark protocol is model-checked under `--cfg aioctx_loom` (the tests below): a pushed
 //! SQE always finds the reaper awake or wakes it (that an eventfd request always ends a nap
@@ -79,10 +79,16 @@ impl Parking {
 
 /// The reaper thread of `instance`: posts completions as they happen, for ever (an
 /// instance lives as long as the process).
+///
+/// While the program does not reap itself, the reaper waits in the kernel even with
+/// nothing out: the CQE of the next SQE wakes it there, so that the submitter need not
+/// (a futex call and a wake-up on the other CPU per burst of requests, for a program that
+/// waits on an eventfd and lets every burst complete before the next, as QEMU does). It
+/// parks only before a nap, which it does not start with nothing out.
 pub(super) fn run(instance: &'static Instance) {
     loop {
-        instance.parking.park();
         if instance.pace.program_reaps() {
+            instance.parking.park();
             instance.pace.nap();
             instance.take_all();
         } else {
