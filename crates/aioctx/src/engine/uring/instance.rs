@@ -16,7 +16,7 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
@@ -158,7 +158,20 @@ pub(super) struct Instance {
     /// Whether a read or write of a file was ever started here: only then does a thread
     /// that enters to submit wait for such requests when it exits (see `exit.rs`).
     file_io_started: AtomicBool,
+    /// Set once the instance's number was found to name something else (the program closed
+    /// it): threads then no longer poll it, and enter through their registration only
+    /// (`RawRing::enters_here`).
+    number_lost: AtomicBool,
+    /// Takes of CQEs in a row by get_events that found none: after `LOOKS_BEFORE_CHECK`,
+    /// whether the number still names the ring is checked (a closed number polls ready for
+    /// ever, `POLLNVAL`, and a waiter would spin on it).
+    empty_takes: AtomicU32,
 }
+
+/// How many takes in a row that found no CQE make a thread check the instance's number: a
+/// waiter that spins on a closed number makes that many in a few milliseconds, one that
+/// finds the reaper took its CQEs first at most a few per request.
+const LOOKS_BEFORE_CHECK: u32 = 4096;
 
 impl Instance {
     pub(super) fn new() -> io::Result<Instance> {
@@ -176,6 +189,8 @@ impl Instance {
             generation: fork::generation(),
             next_owner: AtomicU64::new(1),
             file_io_started: AtomicBool::new(false),
+            number_lost: AtomicBool::new(false),
+            empty_takes: AtomicU32::new(0),
         })
     }
 
@@ -193,9 +208,33 @@ impl Instance {
         self.generation == fork::generation()
     }
 
-    /// The instance's fd, which polls readable while CQEs (of any context) wait.
-    pub(super) fn fd(&self) -> BorrowedFd<'_> {
-        self.raw.as_fd()
+    /// The instance's fd, which polls readable while CQEs (of any context) wait; None once
+    /// the program closed its number.
+    pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        (!self.number_lost.load(Ordering::Relaxed)).then(|| self.raw.as_fd())
+    }
+
+    /// Whether this thread can hand SQEs to the kernel: it registered the ring while its
+    /// number named it (the first enter of a thread does), so a program that closes the
+    /// number later does not cut it off. A thread that comes after such a close cannot.
+    pub(super) fn enters_here(&self) -> bool {
+        self.raw.enters_here()
+    }
+
+    /// Takes every CQE there is for a thread in get_events (see `take_all`), and checks
+    /// now and then, while it finds none, that the number it polls still names the ring.
+    pub(super) fn take_for_waiter(&self) {
+        if self.take_all() > 0 {
+            self.empty_takes.store(0, Ordering::Relaxed);
+            return;
+        }
+        let empty = self.empty_takes.fetch_add(1, Ordering::Relaxed) + 1;
+        if empty.is_multiple_of(LOOKS_BEFORE_CHECK)
+            && !self.number_lost.load(Ordering::Relaxed)
+            && !self.raw.still_numbered()
+        {
+            self.number_lost.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Takes the submission lock.
@@ -375,19 +414,21 @@ impl Instance {
     }
 
     /// Takes every CQE there is, of every context, and completes its request, on the
-    /// calling thread. CQEs the kernel kept aside while the queue was full are flushed
-    /// into it and taken too.
-    pub(super) fn take_all(&self) {
+    /// calling thread; how many it took. CQEs the kernel kept aside while the queue was
+    /// full are flushed into it and taken too.
+    pub(super) fn take_all(&self) -> usize {
         let mut batch = Batch::new();
+        let mut taken = 0;
         loop {
             self.drain(&mut lock(&self.completion), &mut batch);
             if batch.len == 0 {
-                if !self.raw.cq_overflowed() {
-                    return;
+                if !self.raw.cq_overflowed() || !self.enters_here() {
+                    return taken;
                 }
                 self.raw.flush_overflow();
                 continue;
             }
+            taken += batch.len;
             self.unregister(&mut self.submission(), batch.taken_mut());
             self.finish(batch.taken());
         }
@@ -407,7 +448,12 @@ impl Instance {
             if self.submission().in_kernel.file_io_taken_through(last) {
                 return;
             }
-            let _ = wait_readable(self.fd(), None, Some(EXIT_LOOKS_EVERY), None);
+            match self.fd() {
+                Some(fd) => {
+                    let _ = wait_readable(fd, None, Some(EXIT_LOOKS_EVERY), None);
+                }
+                None => std::thread::sleep(EXIT_LOOKS_EVERY),
+            }
         }
     }
 

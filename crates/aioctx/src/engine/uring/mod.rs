@@ -145,6 +145,10 @@ impl Engine for UringEngine {
         let Some(mut request) = complete_inline(request) else {
             return Ok(());
         };
+        if !self.instance.enters_here() {
+            // The program closed the instance's number before this thread first entered it.
+            return Err((request, einval()));
+        }
         // A request in the ring may be submitted again later, unless it is file I/O on a
         // lent number (see the module's last part).
         let file_io = is_file_io(&request.request);
@@ -223,13 +227,16 @@ impl Engine for UringEngine {
 
     /// The instance's fd polls readable while CQEs of any of its contexts wait.
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.instance.is_current().then(|| self.instance.fd())
+        self.instance
+            .is_current()
+            .then(|| self.instance.fd())
+            .flatten()
     }
 
     fn reap_ready(&self) {
         if self.instance.is_current() {
             self.instance.pace.program_is_reaping();
-            self.instance.take_all();
+            self.instance.take_for_waiter();
         }
     }
 }

@@ -16,8 +16,9 @@
 //! completing freed requests a second time.) The kernel clamps what it submits to its own
 //! view of head and tail, so an enter needs no lock.
 
+use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use io_uring::squeue;
@@ -34,6 +35,43 @@ const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 /// an enter with GETEVENTS moves them on.
 const IORING_SQ_CQ_OVERFLOW: u32 = 1 << 1;
 const IORING_SQ_TASKRUN: u32 = 1 << 2;
+/// `io_uring_enter`: the fd argument is an index into the thread's registered rings.
+const IORING_ENTER_REGISTERED_RING: u32 = 1 << 4;
+/// `io_uring_register`: registers ring fds with the calling thread.
+const IORING_REGISTER_RING_FDS: u32 = 20;
+/// `struct io_uring_rsrc_update`'s offset that lets the kernel choose the index.
+const ANY_INDEX: u32 = u32::MAX;
+
+/// `struct io_uring_rsrc_update`.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+/// How a thread enters a ring.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Through the index the ring is registered at with the thread: the ring's number is
+    /// not used again, so a program that closes it (`closefrom`, a close loop up to its
+    /// limit) or opens another file on it does not cut the thread off its ring.
+    Registered(u32),
+    /// Through the ring's number (the kernel refused the registration: too old, or the
+    /// thread's table full).
+    Number,
+    /// Not at all: the number no longer names the ring (the program closed it before this
+    /// thread first entered), and nothing else reaches it from this thread.
+    Lost,
+}
+
+/// The rings a thread entered, by address, and how it enters each (address 0: unused).
+/// More rings than entries (a forked child's new ones after its parent's) take the last.
+const WAYS: usize = 8;
+
+thread_local! {
+    static WAYS_OF_THREAD: Cell<[(usize, Way); WAYS]> = const { Cell::new([(0, Way::Number); WAYS]) };
+}
 
 /// `struct io_sqring_offsets`.
 #[repr(C)]
@@ -163,6 +201,9 @@ pub(super) struct RawRing {
     /// Unmapped before the fd closes (fields drop in order).
     _maps: Vec<Map>,
     fd: OwnedFd,
+    /// The ring's file (`st_dev`, `st_ino`: each io_uring has an inode of its own), to
+    /// tell whether its number still names it.
+    identity: (u64, u64),
 }
 
 // SAFETY: the pointers are into mappings the ring owns; the shared words are atomics, the
@@ -198,6 +239,7 @@ impl RawRing {
         }
         // SAFETY: io_uring_setup returned a new fd that nothing else owns.
         let fd = crate::sys::fd::into_own_range(unsafe { OwnedFd::from_raw_fd(ret as i32) });
+        let identity = identity(fd.as_raw_fd())?;
         let (sq_off, cq_off) = (&params.sq_off, &params.cq_off);
         let sq_len = sq_off.array as usize + params.sq_entries as usize * 4;
         let cq_len = cq_off.cqes as usize + params.cq_entries as usize * std::mem::size_of::<Cqe>();
@@ -250,6 +292,7 @@ impl RawRing {
                 .flatten()
                 .collect(),
             fd,
+            identity,
         };
         // SAFETY: the indices' words are live for as long as `raw`.
         let (tail, head) = unsafe {
@@ -354,13 +397,77 @@ impl RawRing {
         self.enter(to_submit, 1, IORING_ENTER_GETEVENTS)
     }
 
-    /// `io_uring_enter` with no signal mask.
+    /// Whether this thread can enter the ring (see [`Way`]); the first call on a thread
+    /// registers the ring with it.
+    pub(super) fn enters_here(&self) -> bool {
+        self.way() != Way::Lost
+    }
+
+    /// Whether the ring's number still names the ring (one `fstat`).
+    pub(super) fn still_numbered(&self) -> bool {
+        identity(self.fd.as_raw_fd()).is_ok_and(|found| found == self.identity)
+    }
+
+    /// How this thread enters the ring, learnt at its first enter.
+    fn way(&self) -> Way {
+        let me = self as *const RawRing as usize;
+        let known = WAYS_OF_THREAD.try_with(|ways| {
+            let mut table = ways.get();
+            if let Some(&(_, way)) = table.iter().find(|(ring, _)| *ring == me) {
+                return way;
+            }
+            let way = self.learn_way();
+            let free = table.iter().position(|(ring, _)| *ring == 0);
+            table[free.unwrap_or(WAYS - 1)] = (me, way);
+            ways.set(table);
+            way
+        });
+        // A thread's locals have no destructor here, so they are always there; without
+        // them the number serves.
+        known.unwrap_or(Way::Number)
+    }
+
+    /// Registers the ring with this thread, if its number still names it.
+    fn learn_way(&self) -> Way {
+        if !self.still_numbered() {
+            return Way::Lost;
+        }
+        let mut update = RsrcUpdate {
+            offset: ANY_INDEX,
+            resv: 0,
+            data: self.fd.as_raw_fd() as u64,
+        };
+        // SAFETY: io_uring_register on this ring's fd reads and writes one live
+        // `io_uring_rsrc_update`, laid out as the kernel's.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                self.fd.as_raw_fd(),
+                IORING_REGISTER_RING_FDS,
+                &mut update as *mut RsrcUpdate,
+                1u32,
+            )
+        };
+        if ret == 1 {
+            Way::Registered(update.offset)
+        } else {
+            Way::Number
+        }
+    }
+
+    /// `io_uring_enter` with no signal mask, the way this thread enters the ring.
     fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> io::Result<u32> {
-        // SAFETY: io_uring_enter on this ring's fd with no argument pointer.
+        let (target, flags) = match self.way() {
+            Way::Registered(index) => (index as RawFd, flags | IORING_ENTER_REGISTERED_RING),
+            Way::Number => (self.fd.as_raw_fd(), flags),
+            Way::Lost => return Err(io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        // SAFETY: io_uring_enter on this ring (by its number or its registered index) with
+        // no argument pointer.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_enter,
-                self.fd.as_raw_fd(),
+                target,
                 to_submit,
                 min_complete,
                 flags,
@@ -403,4 +510,15 @@ impl AsFd for RawRing {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The file `fd` names, as (`st_dev`, `st_ino`).
+fn identity(fd: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one live `stat`; a number that names nothing is EBADF.
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stat.st_dev, stat.st_ino))
 }

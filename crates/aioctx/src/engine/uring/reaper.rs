@@ -86,6 +86,9 @@ impl Parking {
 /// waits on an eventfd and lets every burst complete before the next, as QEMU does). It
 /// parks only before a nap, which it does not start with nothing out.
 pub(super) fn run(instance: &'static Instance) {
+    // Registers the ring with this thread while its number surely names it: whatever the
+    // program closes later, the reaper still waits for CQEs and hands in SQEs.
+    instance.enters_here();
     loop {
         if instance.pace.program_reaps() {
             instance.parking.park();
