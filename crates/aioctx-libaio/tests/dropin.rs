@@ -491,6 +491,17 @@ fn stray_closes_of_low_numbers_touch_none_of_the_librarys_descriptors() {
     run_c("strays");
 }
 
+/// A program that closes every number but its own files (`closefrom(3)`) after it used a
+/// context, and fills every free number with files that always poll ready: the library's
+/// descriptors are gone or renamed, yet requests complete whole, a wait with nothing to
+/// come times out, destroy returns and a new context works. (uring enters its rings by
+/// the index each thread registered them at; kaio makes its eventfd anew when the kernel
+/// refuses the number.)
+#[test]
+fn closing_every_number_leaves_contexts_working() {
+    run_c("closeall");
+}
+
 /// Reads and writes of regular files submitted by a thread that exits as soon as
 /// io_submit returned all complete whole, with the right data (io_uring would fail what of
 /// them is still to be issued on that thread).

@@ -47,10 +47,9 @@
 //! queued in the thread pool or waiting in the poller are taken back; they complete with
 //! `-ECANCELED` (a write cut short: the bytes written).
 
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -65,7 +64,7 @@ use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
 use crate::sys::aio::{io_cancel, io_destroy, io_getevents, io_setup, io_submit};
-use crate::sys::fd::{eventfd, eventfd_drain};
+use crate::sys::fd::{eventfd, eventfd_drain, is_eventfd};
 use crate::sys::fork;
 
 /// Events of one shared kernel context: its share of `fs.aio-max-nr`, and how many requests
@@ -148,8 +147,12 @@ impl KernelContext {
 /// What a thread waiting in get_events and the reapers share (see the module's part on
 /// who reaps), made with the first kernel context.
 struct Reaping {
-    /// Signalled by the kernel for every completed iocb: the engine's ready fd.
-    ready: File,
+    /// The number of the eventfd the kernel signals for every completed iocb: the engine's
+    /// ready fd. It is never closed by the library; a program that closes it (closing
+    /// every number, as `closefrom` does) gets a new one made (`renew_ready`).
+    ready: AtomicI32,
+    /// Serialises renewals of `ready`.
+    renewing: Mutex<()>,
     /// When the program last came to get_events, and the reapers' naps.
     pace: Pace,
 }
@@ -163,9 +166,38 @@ impl Reaping {
         }
         let ready = eventfd()?;
         Ok(REAPING.get_or_init(|| Reaping {
-            ready,
+            ready: AtomicI32::new(ready.into_raw_fd()),
+            renewing: Mutex::new(()),
             pace: Pace::new(),
         }))
+    }
+
+    fn ready(&self) -> BorrowedFd<'static> {
+        // SAFETY: the number of an eventfd the library made and never closes. The program
+        // may close it: it then names nothing, or a file of the program's, which is only
+        // polled and drained until `renew_ready` replaces it at the next refused iocb.
+        unsafe { BorrowedFd::borrow_raw(self.ready.load(Ordering::Acquire)) }
+    }
+
+    /// After `io_submit` refused an iocb that named `seen` as its eventfd (`EBADF`, or
+    /// `EINVAL` for a file that is no eventfd): whether the engine's eventfd was the cause,
+    /// its number closed by the program; a new one is then in place, to submit again with.
+    fn renew_ready(&self, seen: RawFd) -> bool {
+        let _renewing = lock(&self.renewing);
+        if self.ready.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        if is_eventfd(self.ready()) {
+            return false;
+        }
+        match eventfd() {
+            Ok(ready) => {
+                // The old number is left as it is: it may name a file of the program's.
+                self.ready.store(ready.into_raw_fd(), Ordering::Release);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -273,7 +305,7 @@ impl Op {
         };
         if let Some(reaping) = REAPING.get() {
             iocb.aio_flags = abi::IOCB_FLAG_RESFD;
-            iocb.aio_resfd = reaping.ready.as_raw_fd() as u32;
+            iocb.aio_resfd = reaping.ready().as_raw_fd() as u32;
             if r.resfd.is_some() {
                 reaping.pace.eventfd_request_started();
             }
@@ -454,8 +486,22 @@ impl KaioEngine {
     }
 
     fn submit_to_kernel(&self, request: Inflight) {
+        let Some(token) = self.lend(request) else {
+            return;
+        };
+        if plugged(self) {
+            lock(&self.local.plugged).push(token);
+        } else {
+            self.submit_tokens(&[token]);
+        }
+    }
+
+    /// Lends the request to the kernel as an op on a reserved kernel context, its token;
+    /// None if no kernel context has room (the request went to the overflow path).
+    fn lend(&self, request: Inflight) -> Option<u64> {
         let Some(kernel) = reserve_kernel() else {
-            return self.overflow(request);
+            self.overflow(request);
+            return None;
         };
         let is_poll = request.request.opcode == Opcode::Poll;
         let key = request.request.key();
@@ -468,12 +514,7 @@ impl KaioEngine {
                 cancelled: false,
             }));
         }
-        let token = lend_to_kernel(op, |op, token| op.iocb.aio_data = token);
-        if plugged(self) {
-            lock(&self.local.plugged).push(token);
-        } else {
-            self.submit_tokens(&[token]);
-        }
+        Some(lend_to_kernel(op, |op, token| op.iocb.aio_data = token))
     }
 
     /// Hands the kernel the iocbs of these lent ops: one `io_submit` per run of ops on the
@@ -526,9 +567,19 @@ impl KaioEngine {
     /// as the event (as the threads engine reports, say, fsync on a pipe).
     fn refused(&self, op: Box<Op>, error: io::Error) {
         let errno = error.raw_os_error().unwrap_or(libc::EIO);
+        let seen = op.iocb.aio_resfd as RawFd;
         if errno == libc::EAGAIN {
             let request = op.discard();
             self.overflow(request);
+        } else if matches!(errno, libc::EBADF | libc::EINVAL)
+            && REAPING
+                .get()
+                .is_some_and(|reaping| reaping.renew_ready(seen))
+        {
+            // The program closed the engine's eventfd: again, with the new one.
+            if let Some(token) = self.lend(op.discard()) {
+                self.submit_tokens(&[token]);
+            }
         } else {
             op.finish(-(errno as i64), &mut Completions::new());
         }
@@ -610,7 +661,7 @@ impl Engine for KaioEngine {
         if FORKED_CHILD.load(Ordering::Relaxed) || !any_outstanding() {
             return None;
         }
-        REAPING.get().map(|reaping| reaping.ready.as_fd())
+        REAPING.get().map(|reaping| reaping.ready())
     }
 
     /// Takes the events the kernel has ready, of every context, on this thread. The eventfd
@@ -627,7 +678,7 @@ impl Engine for KaioEngine {
         if !any_outstanding() {
             return;
         }
-        eventfd_drain(reaping.ready.as_fd());
+        eventfd_drain(reaping.ready());
         let mut events = [IoEvent::default(); REAP_BATCH];
         for kernel in KERNEL.iter().map_while(|k| k.get()) {
             kernel.reap_now(&mut events);
