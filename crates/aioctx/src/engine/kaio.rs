@@ -64,7 +64,7 @@ use crate::request::{Opcode, RwFlags};
 use crate::sync::lock;
 use crate::sys::abi::{self, IoEvent, Iocb};
 use crate::sys::aio::{io_cancel, io_destroy, io_getevents, io_setup, io_submit};
-use crate::sys::fd::{eventfd, eventfd_drain, is_eventfd};
+use crate::sys::fd::{eventfd, eventfd_drain, names_no_eventfd};
 use crate::sys::fork;
 
 /// Events of one shared kernel context: its share of `fs.aio-max-nr`, and how many requests
@@ -187,7 +187,8 @@ impl Reaping {
         if self.ready.load(Ordering::Acquire) != seen {
             return true;
         }
-        if is_eventfd(self.ready()) {
+        if !names_no_eventfd(self.ready()) {
+            // Still an eventfd, or not to be told: the refusal was the request's own.
             return false;
         }
         match eventfd() {
@@ -567,14 +568,16 @@ impl KaioEngine {
     /// as the event (as the threads engine reports, say, fsync on a pipe).
     fn refused(&self, op: Box<Op>, error: io::Error) {
         let errno = error.raw_os_error().unwrap_or(libc::EIO);
-        let seen = op.iocb.aio_resfd as RawFd;
+        let seen =
+            (op.iocb.aio_flags & abi::IOCB_FLAG_RESFD != 0).then_some(op.iocb.aio_resfd as RawFd);
         if errno == libc::EAGAIN {
             let request = op.discard();
             self.overflow(request);
         } else if matches!(errno, libc::EBADF | libc::EINVAL)
             && REAPING
                 .get()
-                .is_some_and(|reaping| reaping.renew_ready(seen))
+                .zip(seen)
+                .is_some_and(|(reaping, seen)| reaping.renew_ready(seen))
         {
             // The program closed the engine's eventfd: again, with the new one.
             if let Some(token) = self.lend(op.discard()) {

@@ -256,6 +256,17 @@ pub fn is_eventfd(fd: BorrowedFd<'_>) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the number `fd` is known to name no eventfd: it names nothing, or `/proc` shows
+/// a file of another kind. False where that cannot be told (no `/proc`).
+pub fn names_no_eventfd(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: F_GETFD only asks about the number.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } < 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+    }
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|target| target.as_os_str() != "anon_inode:[eventfd]")
+}
+
 /// Waits without limit until one of `fds` is ready (revents filled in); `EINTR` is
 /// reported to the caller.
 pub fn poll(fds: &mut [libc::pollfd]) -> io::Result<usize> {
