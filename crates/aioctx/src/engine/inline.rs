@@ -23,19 +23,14 @@
 //! remembered without asking the kernel (see `on_remembered_mode`).
 
 use std::io;
-use std::time::{Duration, Instant};
 
 use super::blocking::perform_with;
 use crate::core::Inflight;
 use crate::request::{Request, RwFlags};
+use crate::sys::clock;
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
 const EOPNOTSUPP: i64 = -(libc::EOPNOTSUPP as i64);
-
-/// The longest a transfer may take and still confirm a remembered mode: a page-cache hit
-/// of some MiB takes less; one that waited for a slow device takes more (a fast one is
-/// caught by the C ABI's bound on how long a memory is trusted).
-const CONFIRMS_WITHIN: Duration = Duration::from_millis(1);
 
 /// Completes `request` on this thread if the rule above says so; otherwise hands it back,
 /// untouched in effect, for the engine to run asynchronously.
@@ -82,18 +77,22 @@ pub(crate) enum Remembered {
 /// remembers buffered regular files, for which this is the common path), so that a
 /// page-cache hit costs no `fcntl` or `fstat`. The number may name another file by now,
 /// so the memory is trusted only as far as the transfer proves it: one on the number that
-/// completes inline, whole and within `CONFIRMS_WITHIN` stands (a pipe, socket or
-/// directory fails `ESPIPE`/`EISDIR` before anything moves, as a file not open for it
-/// fails `EBADF`; what waited for a slow device took longer). One that found it would
+/// completes inline, whole and within one tick of the coarse clock stands (a pipe, socket
+/// or directory fails `ESPIPE`/`EISDIR` before anything moves, as a file not open for it
+/// fails `EBADF`). A transfer during which the tick moved on may have waited for a
+/// device (`O_DIRECT` or `O_SYNC` set since): one that waited a tick or more is always
+/// caught, a shorter wait with a chance of its share of the tick, a page-cache hit of
+/// microseconds (wrongly, at the cost of one look) once in thousands; what escapes is
+/// caught by the C ABI's bound on how long a memory is trusted. One that found it would
 /// have to wait (`Attempt::WouldWait`) goes on to the engine on the remembered mode, since
 /// it showed what the engines need of it. Anything else looks at the number afresh before
 /// going on. A transfer that moved bytes stands whatever it shows:
 /// the kernel ran it on the file the number named, with that file's own flags, so its
 /// result is right, only its timing was inline.
 pub(crate) fn on_remembered_mode(mut request: Inflight) -> Remembered {
-    let started = Instant::now();
+    let started = clock::coarse_nanos();
     let res = match attempt(&mut request.request) {
-        Attempt::Final(res) if res >= 0 && started.elapsed() < CONFIRMS_WITHIN => {
+        Attempt::Final(res) if res >= 0 && clock::coarse_nanos() == started => {
             request.complete(res);
             return Remembered::Done;
         }

@@ -6,6 +6,7 @@ use std::io;
 
 pub mod abi;
 pub mod aio;
+pub(crate) mod clock;
 pub mod fd;
 #[doc(hidden)]
 pub mod fork;
