@@ -223,12 +223,17 @@ impl Instance {
 
     /// Takes every CQE there is for a thread in get_events (see `take_all`), and checks
     /// now and then, while it finds none, that the number it polls still names the ring.
+    /// With no CQE there (a program whose reads the page cache served inline), it takes no
+    /// lock and writes nothing the reaper reads: the count of empty looks is a hint, and
+    /// two waiters that miss one of each other's looks only check a little later.
     pub(super) fn take_for_waiter(&self) {
-        if self.take_all() > 0 {
+        let ready = self.raw.cq_ready() || self.raw.cq_overflowed();
+        if ready && self.take_all() > 0 {
             self.empty_takes.store(0, Ordering::Relaxed);
             return;
         }
-        let empty = self.empty_takes.fetch_add(1, Ordering::Relaxed) + 1;
+        let empty = self.empty_takes.load(Ordering::Relaxed) + 1;
+        self.empty_takes.store(empty, Ordering::Relaxed);
         if empty.is_multiple_of(LOOKS_BEFORE_CHECK)
             && !self.number_lost.load(Ordering::Relaxed)
             && !self.raw.still_numbered()

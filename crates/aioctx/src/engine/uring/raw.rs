@@ -482,6 +482,19 @@ impl RawRing {
         }
     }
 
+    /// Whether CQEs wait that no thread has taken (the published head is behind the tail),
+    /// without the completion lock: one a thread is taking now is its to take.
+    pub(super) fn cq_ready(&self) -> bool {
+        // SAFETY: words of the live mapping; Acquire on the tail as in `pop`.
+        let (head, tail) = unsafe {
+            (
+                (*self.cq_head).load(Ordering::Relaxed),
+                (*self.cq_tail).load(Ordering::Acquire),
+            )
+        };
+        head != tail
+    }
+
     /// Takes the oldest CQE there is, if any (`(user_data, res)`); the kernel may reuse its
     /// slot once [`RawRing::release`] published the new head.
     pub(super) fn pop(&self, cq: &mut CqConsumer) -> Option<(u64, i32)> {
