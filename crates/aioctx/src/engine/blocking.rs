@@ -85,16 +85,31 @@ fn transfer(
         offset => offset.saturating_add(window.start as i64),
     };
     let count = iovecs.len() as libc::c_int;
+    // The system call itself, not glibc's wrapper: that one is a cancellation point, which
+    // costs two atomic updates per call in a threaded process (and would let a
+    // `pthread_cancel` unwind through the library), where the kernel's io_submit is none.
+    let number = match dir {
+        Direction::Read => libc::SYS_preadv2,
+        Direction::Write => libc::SYS_pwritev2,
+    };
     let call = |offset: i64| {
         // SAFETY: each iovec describes memory the request owns (or a C caller lent for the
-        // request's lifetime); the request is borrowed mutably for the whole call.
+        // request's lifetime); the request is borrowed mutably for the whole call. The
+        // offset goes as the low word of the kernel's (low, high) pair, whose high word a
+        // 64-bit kernel ignores. Every argument is widened to a whole register: `syscall`
+        // is variadic, and would pass an `int`'s upper half uninitialised.
         let ret = unsafe {
-            match dir {
-                Direction::Read => libc::preadv2(fd, iovecs.as_ptr(), count, offset, flags),
-                Direction::Write => libc::pwritev2(fd, iovecs.as_ptr(), count, offset, flags),
-            }
+            libc::syscall(
+                number,
+                libc::c_long::from(fd),
+                iovecs.as_ptr(),
+                libc::c_long::from(count),
+                offset as libc::c_long,
+                0 as libc::c_long,
+                libc::c_long::from(flags),
+            )
         };
-        cvt(ret)
+        cvt(ret as isize)
     };
     match call(offset) {
         // Pipes, FIFOs and sockets have no offset: kernel AIO ignores it there, and so do we;
