@@ -13,6 +13,8 @@ use std::ops::Range;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use smallvec::{smallvec, SmallVec};
+
 use crate::sys::mem::{AlignedMem, RawMem, SharedMem};
 
 /// Memory a write can send: a stable address and a length of initialized bytes.
@@ -253,7 +255,7 @@ unsafe impl IoBufMut for bytes::BytesMut {
 /// completion gets the type back.
 trait Segments: Send + Sync {
     /// `(address, length)` of each segment, in order.
-    fn segments(&mut self) -> Vec<(*mut u8, usize)>;
+    fn segments(&mut self) -> SegmentList;
     /// Total length of the segments.
     fn total_len(&self) -> usize;
     /// Records that a read transferred `n` bytes, segment by segment.
@@ -269,7 +271,7 @@ struct Filled<B>(Vec<B>);
 struct Sent<B>(Vec<B>);
 
 impl<B: IoBufMut> Segments for Filled<B> {
-    fn segments(&mut self) -> Vec<(*mut u8, usize)> {
+    fn segments(&mut self) -> SegmentList {
         let segment = |b: &mut B| (b.stable_mut_ptr(), b.bytes_total());
         self.0.iter_mut().map(segment).collect()
     }
@@ -294,7 +296,7 @@ impl<B: IoBufMut> Segments for Filled<B> {
 }
 
 impl<B: IoBuf> Segments for Sent<B> {
-    fn segments(&mut self) -> Vec<(*mut u8, usize)> {
+    fn segments(&mut self) -> SegmentList {
         // Engines only read through a write's segments.
         let segment = |b: &B| (b.stable_ptr().cast_mut(), b.bytes_init());
         self.0.iter().map(segment).collect()
@@ -360,13 +362,17 @@ pub(crate) enum Buffers {
     Lent(Vec<RawMem>),
 }
 
+/// `(address, length)` of each segment of a request, in order: most have one or a few,
+/// which take no allocation.
+pub(crate) type SegmentList = SmallVec<[(*mut u8, usize); 4]>;
+
 impl Buffers {
     /// `(address, length)` of each segment, in order, for the engines.
-    pub(crate) fn segments(&mut self) -> Vec<(*mut u8, usize)> {
+    pub(crate) fn segments(&mut self) -> SegmentList {
         match self {
-            Buffers::None => Vec::new(),
+            Buffers::None => SegmentList::new(),
             Buffers::Owned(buf) => buf.0.segments(),
-            Buffers::Shared(mem, range) => vec![(mem.ptr_at(range.start), range.len())],
+            Buffers::Shared(mem, range) => smallvec![(mem.ptr_at(range.start), range.len())],
             Buffers::Lent(raw) => raw.iter().map(|r| (r.as_ptr(), r.len())).collect(),
         }
     }

@@ -320,8 +320,8 @@ impl Op {
             Opcode::Fsync | Opcode::Fdsync => iocb.aio_lio_opcode = r.opcode as u16,
             op => {
                 iocb.aio_rw_flags = r.rw_flags.bits() as i32;
-                iovecs = iovecs_of(&mut r.buffers, 0..usize::MAX);
-                let vectored = iovecs.len() != 1;
+                let segments = iovecs_of(&mut r.buffers, 0..usize::MAX);
+                let vectored = segments.len() != 1;
                 iocb.aio_lio_opcode = match (op.is_read(), vectored) {
                     (true, false) => abi::IOCB_CMD_PREAD,
                     (false, false) => abi::IOCB_CMD_PWRITE,
@@ -329,11 +329,14 @@ impl Op {
                     (false, true) => abi::IOCB_CMD_PWRITEV,
                 };
                 if vectored {
+                    // On the heap: the kernel reads the array at io_submit, after the op
+                    // has moved into its box.
+                    iovecs = segments.into_vec();
                     iocb.aio_buf = iovecs.as_ptr() as u64;
                     iocb.aio_nbytes = iovecs.len() as u64;
                 } else {
-                    iocb.aio_buf = iovecs[0].iov_base as u64;
-                    iocb.aio_nbytes = iovecs[0].iov_len as u64;
+                    iocb.aio_buf = segments[0].iov_base as u64;
+                    iocb.aio_nbytes = segments[0].iov_len as u64;
                 }
             }
         }

@@ -166,10 +166,15 @@ impl Engine for Detached {
     fn cancel_all(&self) {}
 }
 
+/// The iovecs of one transfer: most have one or a few, which take no allocation (the
+/// inline storage moves with the value, so what hands its address to the kernel for
+/// longer than a call keeps a `Vec`).
+pub(crate) type Iovecs = smallvec::SmallVec<[libc::iovec; 4]>;
+
 /// The iovecs of the bytes `window` of a request's buffers (all of them: `0..usize::MAX`),
 /// for the vectored syscalls and the kernel-facing engines. A segment wholly before the
 /// window is left out; an empty one inside it is kept.
-pub(crate) fn iovecs_of(buffers: &mut Buffers, window: std::ops::Range<usize>) -> Vec<libc::iovec> {
+pub(crate) fn iovecs_of(buffers: &mut Buffers, window: std::ops::Range<usize>) -> Iovecs {
     let mut skip = window.start;
     let mut left = window.end.saturating_sub(window.start);
     buffers
