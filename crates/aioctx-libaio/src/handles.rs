@@ -11,8 +11,10 @@
 //! names nothing, as on the kernel: every lookup checks that token (a caller that scribbles
 //! over it, past the last event, loses its handle).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use aioctx::ffi::{generation, hold_write_across_fork};
 use aioctx::Context;
@@ -28,6 +30,24 @@ type Table = BTreeMap<usize, Entry>;
 
 /// Handle to context. Setup and destroy write it; every other call reads it.
 static TABLE: RwLock<Table> = RwLock::new(BTreeMap::new());
+
+/// How many times the table changed, counted after each change under its lock: a lookup
+/// a thread remembers ([`LAST`]) stands while the count is the one read before it.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's last lookup that found its context filed: a program that submits and reaps
+/// on one context finds it again without the table's lock (two atomic updates) and walk.
+/// Only a weak reference: a destroyed context is not kept alive by it.
+struct Last {
+    handle: usize,
+    changes: u64,
+    generation: u64,
+    context: Weak<Context>,
+}
+
+thread_local! {
+    static LAST: Cell<Option<Last>> = const { Cell::new(None) };
+}
 
 // Entries carry the library's fork generation (`aioctx::ffi::generation`), which a child
 // of `fork()` counts one higher: entries of an older generation belong to an ancestor
@@ -65,23 +85,54 @@ pub(crate) fn insert(context: Context) -> (usize, Arc<Context>) {
         context: Arc::clone(&context),
         generation: generation(),
     };
-    write_table().insert(handle, entry);
+    let mut table = write_table();
+    table.insert(handle, entry);
+    changed();
+    drop(table);
     (handle, context)
 }
 
 /// The live context a handle names in this process, if any.
 pub(crate) fn lookup(handle: usize) -> Option<Arc<Context>> {
     let generation = generation();
-    let filed = read_table()
-        .get(&handle)
-        .filter(|entry| entry.generation == generation)
-        .map(|entry| Arc::clone(&entry.context));
+    // Read before the table: a change made after it shows in the count.
+    let changes = CHANGES.load(Ordering::Acquire);
+    let filed = last_lookup(handle, changes, generation).or_else(|| {
+        let filed = read_table()
+            .get(&handle)
+            .filter(|entry| entry.generation == generation)
+            .map(|entry| Arc::clone(&entry.context))?;
+        let last = Last {
+            handle,
+            changes,
+            generation,
+            context: Arc::downgrade(&filed),
+        };
+        let _ = LAST.try_with(|cell| cell.set(Some(last)));
+        Some(filed)
+    });
     match filed {
         // Still there, unless the caller moved it away (then the new address will say).
         Some(context) if holds_ring_of(handle, &context) => Some(context),
         Some(_) => None,
         None => moved_ring(handle, generation),
     }
+}
+
+/// This thread's last lookup, if it was of `handle` and the table has not changed since.
+fn last_lookup(handle: usize, changes: u64, generation: u64) -> Option<Arc<Context>> {
+    // Taken out and put back: a lookup from a signal handler meanwhile finds none.
+    let last = LAST.try_with(Cell::take).ok().flatten()?;
+    let found = (last.handle == handle && last.changes == changes && last.generation == generation)
+        .then(|| last.context.upgrade())
+        .flatten();
+    let _ = LAST.try_with(|cell| cell.set(Some(last)));
+    found
+}
+
+/// Counts a change of the table; called under its write lock, after the change.
+fn changed() {
+    CHANGES.fetch_add(1, Ordering::Release);
 }
 
 /// Whether the memory at `handle` holds `context`'s ring (its identity token, read
@@ -115,6 +166,7 @@ fn moved_ring(handle: usize, generation: u64) -> Option<Arc<Context>> {
     let entry = table.remove(&old)?;
     let context = Arc::clone(&entry.context);
     table.insert(handle, entry);
+    changed();
     Some(context)
 }
 
@@ -126,6 +178,7 @@ pub(crate) fn remove(handle: usize, context: &Arc<Context>) {
         .get(&handle)
         .is_some_and(|entry| Arc::ptr_eq(&entry.context, context))
         .then(|| table.remove(&handle));
+    changed();
     // A context is released outside the lock: its drop may unmap the ring.
     drop(table);
     drop(removed);

@@ -28,22 +28,33 @@ pub(crate) fn errno_of(error: io::Error) -> Errno {
     error.raw_os_error().unwrap_or(libc::EINVAL)
 }
 
+/// How many iocb pointers are read out of the caller's array at a time (on the stack).
+const POINTERS_AT_ONCE: usize = 64;
+
 /// Submits the first `nr` iocbs of the caller's array (at most the ring's size); returns how
 /// many were accepted, or the first one's error.
 pub(crate) fn submit(context: &Context, nr: usize, iocbpp: usize) -> Result<usize, Errno> {
     let nr = nr.min(context.capacity() as usize);
-    let (pointers, unreadable) = iocb_pointers(iocbpp, nr);
-    let mut failure = unreadable;
+    let mut failure = None;
     let mut files = Files::default();
     // One batch: io_uring gets the whole array in one enter (and the device one doorbell).
     let accepted = context.batch(|| {
         let mut accepted = 0;
-        for &user_iocb in &pointers {
-            if let Err(error) = submit_one(context, user_iocb, &mut files) {
-                failure = Some(error);
+        let mut pointers = [0usize; POINTERS_AT_ONCE];
+        while accepted < nr {
+            let want = (nr - accepted).min(POINTERS_AT_ONCE);
+            let (readable, unreadable) = iocb_pointers(iocbpp, accepted, &mut pointers[..want]);
+            for &user_iocb in &pointers[..readable] {
+                if let Err(error) = submit_one(context, user_iocb, &mut files) {
+                    failure = Some(error);
+                    return accepted;
+                }
+                accepted += 1;
+            }
+            if unreadable.is_some() {
+                failure = unreadable;
                 break;
             }
-            accepted += 1;
         }
         accepted
     });
@@ -54,22 +65,25 @@ pub(crate) fn submit(context: &Context, nr: usize, iocbpp: usize) -> Result<usiz
     }
 }
 
-/// The first `nr` iocb pointers, up to the first that cannot be read (and its error).
-fn iocb_pointers(iocbpp: usize, nr: usize) -> (Vec<usize>, Option<Errno>) {
-    if let Ok(all) = user::read_slice(iocbpp, nr) {
-        return (all, None);
-    }
-    let mut readable = Vec::new();
-    for index in 0..nr {
-        let address = index
+/// Reads the iocb pointers at `first..` of the caller's array into `pointers`, all in one
+/// copy if it can; otherwise one by one up to the first that cannot be read. Returns how
+/// many were read, and that one's error.
+fn iocb_pointers(iocbpp: usize, first: usize, pointers: &mut [usize]) -> (usize, Option<Errno>) {
+    let address = |index: usize| {
+        index
             .checked_mul(size_of::<usize>())
-            .and_then(|offset| iocbpp.checked_add(offset));
-        match address.map_or(Err(libc::EFAULT), user::read::<usize>) {
-            Ok(pointer) => readable.push(pointer),
-            Err(error) => return (readable, Some(error)),
+            .and_then(|offset| iocbpp.checked_add(offset))
+    };
+    if address(first).is_some_and(|at| user::read_into(at, pointers).is_ok()) {
+        return (pointers.len(), None);
+    }
+    for (read, pointer) in pointers.iter_mut().enumerate() {
+        match address(first + read).map_or(Err(libc::EFAULT), user::read::<usize>) {
+            Ok(value) => *pointer = value,
+            Err(error) => return (read, Some(error)),
         }
     }
-    (readable, None)
+    (pointers.len(), None)
 }
 
 /// One iocb: the checks before a ring slot is taken, then the rest under `submit_with`, so

@@ -133,16 +133,20 @@ pub(crate) fn read<T: Plain>(addr: usize) -> Result<T, Errno> {
 
 /// Reads `count` consecutive `T`s at `addr`.
 pub(crate) fn read_slice<T: Plain>(addr: usize, count: usize) -> Result<Vec<T>, Errno> {
-    let bytes = count.checked_mul(size_of::<T>()).ok_or(libc::EFAULT)?;
     // SAFETY: `T: Plain` accepts every bit pattern, zeroes included.
     let mut values = vec![unsafe { std::mem::zeroed::<T>() }; count];
+    read_into(addr, &mut values)?;
+    Ok(values)
+}
+
+/// Reads `values.len()` consecutive `T`s at `addr` into `values`.
+pub(crate) fn read_into<T: Plain>(addr: usize, values: &mut [T]) -> Result<(), Errno> {
     copy(
         values.as_mut_ptr().cast(),
         addr,
-        bytes,
+        std::mem::size_of_val(values),
         Direction::FromCaller,
-    )?;
-    Ok(values)
+    )
 }
 
 /// Writes `values` at `addr`.

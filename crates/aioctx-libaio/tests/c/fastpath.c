@@ -58,6 +58,50 @@ static void array_straddles_unmapped_page(io_context_t ctx, int file)
 	munmap(pages, 4096);
 }
 
+/* Batches longer than the library reads at once (64 pointers): one runs whole, one whose
+   67th pointer is unreadable stops there, and one whose array runs into an unmapped page
+   after 70 pointers stops at the page. */
+static void long_batches(int file)
+{
+	enum { N = 100 };
+	io_context_t ctx = 0;
+	CHECK_RET(io_setup(128, &ctx), 0);
+	static struct iocb iocbs[N];
+	static char bufs[N][64];
+	struct iocb *list[N];
+	struct io_event events[N];
+	for (int i = 0; i < N; i++) {
+		io_prep_pread(&iocbs[i], file, bufs[i], 64, i * 64);
+		iocbs[i].data = &bufs[i];
+		list[i] = &iocbs[i];
+	}
+	CHECK_RET(io_submit(ctx, N, list), N);
+	reap(ctx, N, events);
+	int seen[N] = {0};
+	for (int i = 0; i < N; i++) {
+		int which = (int)((char(*)[64])events[i].data - bufs);
+		CHECK(events[i].res == 64 && which >= 0 && which < N && !seen[which]);
+		seen[which] = 1;
+		CHECK((unsigned char)bufs[which][1] == file_byte(which * 64 + 1, 5));
+	}
+	list[66] = unmapped_page();
+	CHECK_RET(io_submit(ctx, N, list), 66);
+	reap(ctx, 66, events);
+	list[66] = &iocbs[66];
+
+	char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(pages != MAP_FAILED);
+	CHECK(munmap(pages + 4096, 4096) == 0);
+	struct iocb **at = (struct iocb **)(pages + 4096) - 70;
+	memcpy(at, list, 70 * sizeof(*list));
+	CHECK_RET(io_submit(ctx, N, at), 70);
+	reap(ctx, 70, events);
+	struct timespec zero = {0, 0};
+	CHECK_RET(io_getevents(ctx, 0, N, events, &zero), 0);
+	munmap(pages, 4096);
+	CHECK_RET(io_destroy(ctx), 0);
+}
+
 /* aio_key is KIOCB_KEY (0) after submit, whatever it held. */
 static void key_reset(io_context_t ctx, int file)
 {
@@ -376,6 +420,7 @@ int main(int argc, char **argv)
 	}
 	fifth_pointer_bad(ctx, file);
 	array_straddles_unmapped_page(ctx, file);
+	long_batches(file);
 	key_reset(ctx, file);
 	fd_reused_while_in_flight(ctx);
 	direct_fd_reused(ctx);
