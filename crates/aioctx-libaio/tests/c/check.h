@@ -120,6 +120,19 @@ static inline void reap(io_context_t ctx, int n, struct io_event *events)
 	}
 }
 
+/* Checks that each of `n` events is a whole read of `len` bytes whose buffer holds the
+   file's bytes (file_byte of `seed`) at its iocb's offset, looked at every 512 bytes. */
+static inline void check_whole_reads(const struct io_event *events, int n, size_t len, int seed)
+{
+	for (int i = 0; i < n; i++) {
+		CHECK(events[i].res == len);
+		unsigned char *buf = events[i].obj->u.c.buf;
+		size_t offset = (size_t)events[i].obj->u.c.offset;
+		for (size_t j = 0; j < len; j += 512)
+			CHECK(buf[j] == file_byte(offset + j, seed));
+	}
+}
+
 static inline void *aligned(size_t size)
 {
 	void *buf = NULL;

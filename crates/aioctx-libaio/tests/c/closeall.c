@@ -22,13 +22,7 @@ static void round_trip(io_context_t ctx, int fd, int seed, unsigned char *bufs)
 	CHECK_RET(io_submit(ctx, N, list), N);
 	struct io_event events[N];
 	reap(ctx, N, events);
-	for (int i = 0; i < N; i++) {
-		CHECK(events[i].res == 4096);
-		unsigned char *buf = events[i].obj->u.c.buf;
-		size_t offset = (size_t)events[i].obj->u.c.offset;
-		for (size_t j = 0; j < 4096; j += 512)
-			CHECK(buf[j] == file_byte(offset + j, seed));
-	}
+	check_whole_reads(events, N, 4096, seed);
 }
 
 int main(void)
