@@ -34,6 +34,7 @@ use aioctx::ffi::abi::IoEvent;
 use aioctx::Context;
 use libc::{c_int, c_long};
 
+mod cancel;
 #[cfg(target_arch = "x86_64")]
 mod fault;
 mod getevents;
@@ -51,9 +52,11 @@ type Handle = *mut c_void;
 /// `io_callback_t`, as `io_set_callback` stores it in `aio_data`.
 type Callback = extern "C" fn(Handle, *mut c_void, c_long, c_long);
 
-/// Runs one ABI call: its errno (negated) on failure, `errno` as the caller left it, and no
-/// panic ever unwinding into C (a bug here surfaces as `-EIO`).
+/// Runs one ABI call: its errno (negated) on failure, `errno` as the caller left it, no
+/// panic ever unwinding into C (a bug here surfaces as `-EIO`), and no thread cancellation
+/// acted on inside it (`cancel.rs`).
 fn abi_call(call: impl FnOnce() -> Result<c_int, Errno>) -> c_int {
+    let _held_off = cancel::HeldOff::new();
     // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
     let errno = unsafe { libc::__errno_location() };
     // SAFETY: as above.

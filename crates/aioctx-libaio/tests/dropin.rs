@@ -482,6 +482,15 @@ fn calls_in(table: &str, names: &[&str]) -> u64 {
         .sum()
 }
 
+/// `pthread_cancel` of a thread inside the library, waiting in io_getevents or with the
+/// cancel already pending when it calls in: every call returns what it would have and the
+/// thread is cancelled at its own next cancellation point, as on the kernel's libaio (the
+/// library's eventfd read or close of a copy once aborted the process there).
+#[test]
+fn a_cancelled_thread_is_cancelled_after_the_library_returns() {
+    run_c("threadcancel");
+}
+
 /// A program that closes low numbers it did not open, with requests in flight, and opens
 /// pipes on them: the library's own descriptors (io_uring instances, eventfds, copies of
 /// the caller's fds) are not among them, so nothing hangs, nothing is lost, and nothing of
