@@ -37,13 +37,20 @@ static void fifth_pointer_bad(io_context_t ctx, int file)
 	CHECK_RET(io_submit(ctx, 8, list), -EFAULT);
 }
 
-/* An iocb pointer array whose last pointers lie on an unmapped page: the ones before the
-   page boundary are submitted. */
-static void array_straddles_unmapped_page(io_context_t ctx, int file)
+/* A writable page followed by an unmapped one (released with munmap(page, 4096)). */
+static char *page_before_hole(void)
 {
 	char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	CHECK(pages != MAP_FAILED);
 	CHECK(munmap(pages + 4096, 4096) == 0);
+	return pages;
+}
+
+/* An iocb pointer array whose last pointers lie on an unmapped page: the ones before the
+   page boundary are submitted. */
+static void array_straddles_unmapped_page(io_context_t ctx, int file)
+{
+	char *pages = page_before_hole();
 	struct iocb **list = (struct iocb **)(pages + 4096) - 3;
 	static struct iocb iocbs[3];
 	static char bufs[3][64];
@@ -89,9 +96,7 @@ static void long_batches(int file)
 	reap(ctx, 66, events);
 	list[66] = &iocbs[66];
 
-	char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(pages != MAP_FAILED);
-	CHECK(munmap(pages + 4096, 4096) == 0);
+	char *pages = page_before_hole();
 	struct iocb **at = (struct iocb **)(pages + 4096) - 70;
 	memcpy(at, list, 70 * sizeof(*list));
 	CHECK_RET(io_submit(ctx, N, at), 70);

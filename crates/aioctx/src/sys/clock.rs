@@ -6,35 +6,30 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The coarse clock now, in nanoseconds.
+/// The coarse clock now, in nanoseconds (0 if it cannot be read).
 pub(crate) fn coarse_nanos() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own; the clock id is a constant the
-    // kernel has had since 2.6.32, and a failure leaves the zeroed value.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
+    // SAFETY: clock_gettime writes the one timespec it is given.
+    let now = coarse(|t| unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, t) });
+    now.map_or(0, |now| now.as_nanos() as u64)
 }
 
 /// How far the coarse clock moves at a time (the kernel's tick), learnt once.
 pub(crate) fn coarse_tick() -> Duration {
     static TICK: OnceLock<Duration> = OnceLock::new();
     *TICK.get_or_init(|| {
-        let mut tick = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_getres writes one timespec we own.
-        let known = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut tick) } == 0;
-        if known && (tick.tv_sec > 0 || tick.tv_nsec > 0) {
-            Duration::new(tick.tv_sec as u64, tick.tv_nsec as u32)
-        } else {
+        // SAFETY: clock_getres writes the one timespec it is given.
+        coarse(|t| unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, t) })
+            .filter(|tick| !tick.is_zero())
             // The coarsest tick Linux has (HZ=100).
-            Duration::from_millis(10)
-        }
+            .unwrap_or(Duration::from_millis(10))
     })
+}
+
+/// What `call` writes into a timespec, if it succeeds.
+fn coarse(call: impl FnOnce(*mut libc::timespec) -> libc::c_int) -> Option<Duration> {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    (call(&mut time) == 0).then(|| Duration::new(time.tv_sec as u64, time.tv_nsec as u32))
 }
