@@ -9,7 +9,10 @@ use std::os::fd::{AsFd, RawFd};
 use std::sync::{Arc, Weak};
 
 use aioctx::ffi::abi::{self, Iocb};
-use aioctx::ffi::{names_same_file, open_mode_raw, LentFd, OpenMode, RawMem, RawParts};
+use aioctx::ffi::{
+    names_same_file, open_mode_and_flags_raw, status_flags_raw, LentFd, OpenMode, RawMem, RawParts,
+    StatusFlags,
+};
 use aioctx::{Context, Opcode, Request, RwFlags};
 
 use crate::user::{self, Errno};
@@ -110,8 +113,8 @@ fn submit_one(context: &Context, user_iocb: usize, files: &mut Files) -> Result<
         .map_err(errno_of)
 }
 
-/// The caller's descriptors met in one `io_submit`, each looked at once at most (a
-/// buffered file's mode may be remembered from an earlier call, see [`Modes`]): its mode,
+/// The caller's descriptors met in one `io_submit`, each looked at once at most (its mode
+/// may be remembered from an earlier call, see [`Modes`] and [`Copies`]): its mode,
 /// and the number lent to the requests of the call on it ([`LentFd`]: what the kernel runs
 /// before the call returns needs no copy of the descriptor; a request kept longer takes
 /// one, shared by all). So a request keeps its file whatever the caller does with the
@@ -127,17 +130,28 @@ struct Files {
     eventfds: Vec<(RawFd, Arc<File>)>,
 }
 
-/// A number met in the call: its lent descriptor and mode, and whether the mode is only
-/// remembered from an earlier call ([`Modes`]) rather than learnt of the file now.
+/// A number met in the call: its lent descriptor and mode, and how the mode is known.
 struct Resolved {
     fd: Arc<LentFd>,
     mode: OpenMode,
-    remembered: bool,
+    known: Known,
+}
+
+/// How a call knows the mode of a number's file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// Learnt of the file now (`fcntl` + `fstat`), with the status flags it showed.
+    Learnt(StatusFlags),
+    /// Remembered from an earlier call and confirmed now, by a copy the number still
+    /// names or by its unchanged status flags.
+    Confirmed,
+    /// Remembered from an earlier call, unconfirmed: only the transfer will tell.
+    Remembered,
 }
 
 impl Files {
-    /// The lent number `raw` and its mode, for a request of `opcode`; a remembered mode is
-    /// taken only for a `plain` read or write.
+    /// The lent number `raw` and its mode, for a request of `opcode`; a mode remembered
+    /// unconfirmed is taken only for a `plain` read or write.
     fn resolve(
         &mut self,
         raw: u32,
@@ -148,41 +162,47 @@ impl Files {
         let trusting = |mode: &OpenMode| plain && opcode.is_some_and(|op| Modes::serves(mode, op));
         if let Some(index) = self.resolved.iter().position(|r| r.fd.raw() == raw) {
             let entry = &mut self.resolved[index];
-            if entry.remembered && (entry.fd.refuted() || !trusting(&entry.mode)) {
-                // SAFETY: libaio's contract: `aio_fildes` is lent until io_submit returns.
-                entry.mode = unsafe { open_mode_raw(raw) }.map_err(errno_of)?;
-                entry.remembered = false;
+            if entry.known == Known::Remembered && (entry.fd.refuted() || !trusting(&entry.mode)) {
+                (entry.mode, entry.known) = learn(raw)?;
             }
             return Ok(&self.resolved[index]);
         }
-        let entry = match Modes::remembered(raw).filter(trusting) {
-            Some(mode) => Resolved {
-                // SAFETY: libaio's contract: `aio_fildes` is a descriptor the caller keeps
-                // open until io_submit returns; the library trusts the remembered mode only
-                // as far as a transfer on the number proves it.
-                fd: Arc::new(unsafe { LentFd::new(raw) }),
-                mode,
-                remembered: true,
-            },
-            None => match Copies::still_named(raw) {
-                Some((copy, mode)) => Resolved {
-                    // SAFETY: as above; `still_named` checked it names `copy`'s file.
-                    fd: Arc::new(unsafe { LentFd::with_copy(raw, copy) }),
+        let remembered = Modes::remembered(raw);
+        let entry = match (remembered, Copies::live(raw)) {
+            (Some(Memory::Buffered(mode)), copy) if trusting(&mode) => {
+                let candidate = copy.map(|(c, _)| Arc::downgrade(&c)).unwrap_or_default();
+                Resolved {
+                    // SAFETY: libaio's contract: `aio_fildes` is a descriptor the caller
+                    // keeps open until io_submit returns; the library trusts the remembered
+                    // mode only as far as a transfer on the number proves it, and takes the
+                    // copy only if the number is found to name its file.
+                    fd: Arc::new(unsafe { LentFd::with_candidate(raw, candidate) }),
                     mode,
-                    remembered: false,
-                },
-                None => {
-                    // SAFETY: as above; a number that names nothing gives EBADF here
-                    // (fcntl), before any request is built on it.
-                    let mode = unsafe { open_mode_raw(raw) }.map_err(errno_of)?;
-                    Resolved {
-                        // SAFETY: as above, and `open_mode_raw` found the number open.
-                        fd: Arc::new(unsafe { LentFd::new(raw) }),
-                        mode,
-                        remembered: false,
-                    }
+                    known: Known::Remembered,
                 }
+            }
+            (_, Some((copy, mode))) if Copies::still_named(raw, &copy) => Resolved {
+                // SAFETY: as above, and the number names `copy`'s open file.
+                fd: Arc::new(unsafe { LentFd::with_copy(raw, copy) }),
+                mode,
+                known: Known::Confirmed,
             },
+            (remembered, copy) => {
+                let (mode, known) = match remembered {
+                    Some(Memory::Direct(mode, flags)) if copy.is_none() => {
+                        confirm_by_flags(raw, mode, flags)?
+                    }
+                    // A number that no longer names the file of the copy its requests
+                    // hold is not taken for the file it named either.
+                    _ => learn(raw)?,
+                };
+                Resolved {
+                    // SAFETY: as above, and the number was found open.
+                    fd: Arc::new(unsafe { LentFd::new(raw) }),
+                    mode,
+                    known,
+                }
+            }
         };
         self.resolved.push(entry);
         Ok(&self.resolved[self.resolved.len() - 1])
@@ -209,13 +229,11 @@ impl Files {
         let Some(entry) = self
             .resolved
             .iter_mut()
-            .find(|r| r.remembered && r.fd.raw() as u32 == raw)
+            .find(|r| r.known == Known::Remembered && r.fd.raw() as u32 == raw)
         else {
             return Ok(false);
         };
-        // SAFETY: libaio's contract: `aio_fildes` is lent until io_submit returns.
-        entry.mode = unsafe { open_mode_raw(entry.fd.raw()) }.map_err(errno_of)?;
-        entry.remembered = false;
+        (entry.mode, entry.known) = learn(entry.fd.raw())?;
         Ok(true)
     }
 
@@ -231,23 +249,59 @@ impl Files {
             if let Some(copy) = entry.fd.copied() {
                 Copies::remember(entry.fd.raw(), &copy, entry.mode);
             }
-            if !entry.remembered {
-                Modes::remember(entry.fd.raw(), entry.mode);
+            if let Known::Learnt(flags) = entry.known {
+                Modes::remember(entry.fd.raw(), entry.mode, flags);
             }
         }
     }
 }
 
-/// The modes of the buffered regular files this thread's calls named, by number, so that
-/// a plain read or write on one costs no `fcntl` and `fstat`: what such a request does
-/// first is a transfer on the number, which tells whether the number still names a file
-/// of that mode (see the library's `inline::on_remembered_mode`), and anything else looks
-/// again. What a transfer cannot tell (the number now names a file opened `O_DIRECT` or
-/// `O_SYNC`, whose I/O then runs inline, correct but waiting for the device) lasts at
-/// most `TRUSTED_CALLS` calls: a mode is learnt afresh after that many. Modes that lead
-/// elsewhere (direct or synchronous I/O, pipes, sockets, devices) are not remembered:
-/// they are learnt at each call, or kept by [`Copies`].
+/// The remembered `mode` of the lent number `raw`, if its status flags are still `flags`;
+/// its mode learnt afresh if not (`EBADF` if it names nothing).
+fn confirm_by_flags(
+    raw: RawFd,
+    mode: OpenMode,
+    flags: StatusFlags,
+) -> Result<(OpenMode, Known), Errno> {
+    // SAFETY: libaio's contract: `aio_fildes` is lent until io_submit returns; it is only
+    // queried.
+    match unsafe { status_flags_raw(raw) }.map_err(errno_of)? {
+        now if now == flags => Ok((mode, Known::Confirmed)),
+        _ => learn(raw),
+    }
+}
+
+/// The mode of the file the lent number `raw` names now (`EBADF` if none).
+fn learn(raw: RawFd) -> Result<(OpenMode, Known), Errno> {
+    // SAFETY: libaio's contract: `aio_fildes` is lent until io_submit returns; it is only
+    // queried.
+    let (mode, flags) = unsafe { open_mode_and_flags_raw(raw) }.map_err(errno_of)?;
+    Ok((mode, Known::Learnt(flags)))
+}
+
+/// The modes of the files this thread's calls named, by number, so that a read or write
+/// on one costs no `fcntl` and `fstat`. Two kinds are remembered:
+/// - buffered regular files ([`Memory::Buffered`]): what a plain read or write on one does
+///   first is a transfer on the number, which tells whether the number still names a file
+///   of that mode (see the library's `inline::on_remembered_mode`), and anything else
+///   looks again. What a transfer cannot tell (the number now names a file opened
+///   `O_DIRECT` or `O_SYNC`, whose I/O then runs inline, correct but waiting for the
+///   device) lasts at most `TRUSTED_CALLS` calls.
+/// - files opened `O_DIRECT` ([`Memory::Direct`]), whose I/O goes to the kernel or a
+///   worker with no transfer in the call to tell: confirmed by one `fcntl(F_GETFL)` that
+///   finds the status flags unchanged (`OpenMode::recognized_by` says why that is enough),
+///   or by a copy the number still names ([`Copies`]).
+///
+/// Every other mode (synchronous writes, pipes, sockets, devices) is learnt at each call,
+/// or kept by [`Copies`]. Every mode is learnt afresh after `TRUSTED_CALLS` calls.
 struct Modes;
+
+/// What a thread remembers of a number's file.
+#[derive(Clone, Copy)]
+enum Memory {
+    Buffered(OpenMode),
+    Direct(OpenMode, StatusFlags),
+}
 
 /// How many numbers' modes a thread remembers (the oldest is forgotten first).
 const REMEMBERED_MODES: usize = 16;
@@ -257,42 +311,50 @@ const TRUSTED_CALLS: u32 = 64;
 
 thread_local! {
     /// Each number's mode, and how many more calls may take it.
-    static MODES: RefCell<Vec<(RawFd, OpenMode, u32)>> = const { RefCell::new(Vec::new()) };
+    static MODES: RefCell<Vec<(RawFd, Memory, u32)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Modes {
-    /// Whether a remembered `mode` may carry a plain `op` (the transfer then confirms it).
+    /// Whether a remembered buffered `mode` may carry a plain `op` (the transfer then
+    /// confirms it).
     fn serves(mode: &OpenMode, op: Opcode) -> bool {
-        Modes::rememberable(mode)
+        Modes::buffered(mode)
             && ((op.is_read() && mode.readable) || (op.is_write() && mode.writable))
     }
 
-    fn rememberable(mode: &OpenMode) -> bool {
+    fn buffered(mode: &OpenMode) -> bool {
         mode.regular && !mode.direct && !mode.sync
     }
 
     /// The mode remembered for `raw`, taken by one more call, if it may still be taken.
-    fn remembered(raw: RawFd) -> Option<OpenMode> {
+    fn remembered(raw: RawFd) -> Option<Memory> {
         let mut taken = None;
         Modes::with(|modes| {
-            if let Some((_, mode, calls)) = modes.iter_mut().find(|(n, _, _)| *n == raw) {
+            if let Some((_, memory, calls)) = modes.iter_mut().find(|(n, _, _)| *n == raw) {
                 if *calls > 0 {
                     *calls -= 1;
-                    taken = Some(*mode);
+                    taken = Some(*memory);
                 }
             }
         });
         taken
     }
 
-    fn remember(raw: RawFd, mode: OpenMode) {
+    fn remember(raw: RawFd, mode: OpenMode, flags: StatusFlags) {
+        let memory = if Modes::buffered(&mode) {
+            Some(Memory::Buffered(mode))
+        } else if mode.recognized_by(flags) {
+            Some(Memory::Direct(mode, flags))
+        } else {
+            None
+        };
         Modes::with(|modes| {
             modes.retain(|(n, _, _)| *n != raw);
-            if Modes::rememberable(&mode) {
+            if let Some(memory) = memory {
                 if modes.len() == REMEMBERED_MODES {
                     modes.remove(0);
                 }
-                modes.push((raw, mode, TRUSTED_CALLS));
+                modes.push((raw, memory, TRUSTED_CALLS));
             }
         });
     }
@@ -303,7 +365,7 @@ impl Modes {
 
     /// Runs `f` on this thread's memory, or not at all while it is not available (the
     /// thread's locals torn down, or a call from a signal handler inside this thread's own).
-    fn with(f: impl FnOnce(&mut Vec<(RawFd, OpenMode, u32)>)) {
+    fn with(f: impl FnOnce(&mut Vec<(RawFd, Memory, u32)>)) {
         let _ = MODES.try_with(|cell| {
             if let Ok(mut modes) = cell.try_borrow_mut() {
                 f(&mut modes);
@@ -316,7 +378,9 @@ impl Modes {
 /// ring's pipes and sockets), with the mode learnt when each was made. While one is alive,
 /// a later call on the same number that still names the same open file (`kcmp`, one
 /// system call, instead of `fcntl` + `fstat` + `dup` + `close`) takes that copy and mode
-/// again. Only weak references are kept: a copy is closed when its last request
+/// again; a call that takes a remembered buffered mode unconfirmed offers the copy to
+/// its requests, one of which, going to a worker, takes it if the number still names its
+/// file. Only weak references are kept: a copy is closed when its last request
 /// completes, as without this memory, so a file the caller closed is never held open by
 /// it. The mode is the one of the open file when the copy was made: a later
 /// `fcntl(F_SETFL)` toggling `O_DIRECT` on it is seen once its requests in flight are
@@ -337,16 +401,20 @@ thread_local! {
 }
 
 impl Copies {
-    /// The live copy and mode this thread remembers for `raw`, if `raw` still names that
-    /// open file.
-    fn still_named(raw: RawFd) -> Option<(Arc<File>, OpenMode)> {
-        let (copy, mode) = Copies::with(|copies| {
+    /// The live copy this thread remembers for `raw`, with its mode; whether `raw` still
+    /// names its file is the caller's to check.
+    fn live(raw: RawFd) -> Option<(Arc<File>, OpenMode)> {
+        Copies::with(|copies| {
             let (_, weak, mode) = copies.iter().find(|(n, _, _)| *n == raw)?;
             Some((weak.upgrade()?, *mode))
-        })??;
+        })?
+    }
+
+    /// Whether `raw` still names `copy`'s open file.
+    fn still_named(raw: RawFd, copy: &File) -> bool {
         // SAFETY: `raw` is the caller's `aio_fildes`, lent for the call (libaio's contract);
         // kcmp only compares it, and a number that names nothing compares unequal.
-        unsafe { names_same_file(raw, copy.as_fd()) }.then_some((copy, mode))
+        unsafe { names_same_file(raw, copy.as_fd()) }
     }
 
     fn remember(raw: RawFd, copy: &Arc<File>, mode: OpenMode) {
@@ -384,7 +452,8 @@ fn decode(
     // number free up there could it, as for every descriptor the library keeps.
     let plain = iocb.aio_rw_flags == 0;
     let resolved = files.resolve(iocb.aio_fildes, opcode, plain)?;
-    let (fd, mode, remembered) = (Arc::clone(&resolved.fd), resolved.mode, resolved.remembered);
+    let (fd, mode) = (Arc::clone(&resolved.fd), resolved.mode);
+    let remembered = resolved.known == Known::Remembered;
     let resfd = if iocb.aio_flags & abi::IOCB_FLAG_RESFD != 0 {
         Some(files.eventfd(context, iocb.aio_resfd)?)
     } else {

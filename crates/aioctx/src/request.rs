@@ -4,13 +4,13 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::buf::{Buf, Buffers, IoBuf, IoBufMut};
 use crate::sys::abi;
-use crate::sys::fd::{dup_raw, open_mode_of, OpenMode};
+use crate::sys::fd::{dup_raw, open_mode_of, same_file, OpenMode};
 use crate::sys::mem::SharedMem;
 
 /// The AIO opcodes aioctx executes (the kernel's `IOCB_CMD_*` values).
@@ -379,6 +379,10 @@ impl Request {
 pub struct LentFd {
     raw: RawFd,
     copy: Mutex<Option<Arc<File>>>,
+    /// A copy an earlier call made of the number's file, still held by its requests: taken
+    /// as this call's copy if the number still names that file (one `kcmp` instead of a
+    /// `dup` and, later, a `close`).
+    candidate: Weak<File>,
     refuted: AtomicBool,
 }
 
@@ -393,9 +397,22 @@ impl LentFd {
     /// which the library confirms before it relies on it). Requests use the number
     /// directly while the call runs; one that names nothing fails their calls `EBADF`.
     pub unsafe fn new(raw: RawFd) -> LentFd {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { LentFd::with_candidate(raw, Weak::new()) }
+    }
+
+    /// As [`LentFd::new`], with `candidate`, a copy an earlier call made of the file the
+    /// number named then, which a request that needs a copy takes if the number still
+    /// names that open file.
+    ///
+    /// # Safety
+    ///
+    /// As [`LentFd::new`].
+    pub unsafe fn with_candidate(raw: RawFd, candidate: Weak<File>) -> LentFd {
         LentFd {
             raw,
             copy: Mutex::new(None),
+            candidate,
             refuted: AtomicBool::new(false),
         }
     }
@@ -411,6 +428,7 @@ impl LentFd {
         LentFd {
             raw,
             copy: Mutex::new(Some(copy)),
+            candidate: Weak::new(),
             refuted: AtomicBool::new(false),
         }
     }
@@ -437,7 +455,10 @@ impl LentFd {
         if let Some(file) = &*copy {
             return Ok(Arc::clone(file));
         }
-        let file = Arc::new(File::from(dup_raw(self.raw)?));
+        let file = match self.candidate.upgrade() {
+            Some(candidate) if same_file(self.raw, candidate.as_fd()) => candidate,
+            _ => Arc::new(File::from(dup_raw(self.raw)?)),
+        };
         *copy = Some(Arc::clone(&file));
         Ok(file)
     }

@@ -410,6 +410,82 @@ static void remembered_number_reused(io_context_t ctx)
 	close(number);
 }
 
+/* Reads the 4 KiB at 4096 of `fd` into the aligned `page` through the context and
+   returns the event's res, or submit's own error - 100000. */
+static long read_page(io_context_t ctx, int fd, unsigned char *page)
+{
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	io_prep_pread(&iocb, fd, page, 4096, 4096);
+	long ret = io_submit(ctx, 1, list);
+	if (ret != 1)
+		return ret == 0 ? -9999 : ret - 100000;
+	struct io_event event;
+	reap(ctx, 1, &event);
+	return (long)event.res;
+}
+
+/* Submits an fsync of `fd` and reaps it: the drop-in learns the mode of what the number
+   names now (a mode remembered from an earlier call serves reads and writes only). */
+static void fsync_through(io_context_t ctx, int fd)
+{
+	struct iocb iocb;
+	struct iocb *list[1] = {&iocb};
+	io_prep_fsync(&iocb, fd);
+	CHECK_RET(io_submit(ctx, 1, list), 1);
+	struct io_event event;
+	reap(ctx, 1, &event);
+	CHECK(event.res == 0);
+}
+
+/* A number the drop-in has seen name a file opened O_DIRECT (whose mode a later call may
+   take from its unchanged status flags) is reused between submits: for another O_DIRECT
+   file with the same flags, a write-only one, a pipe, one with O_DIRECT switched off and
+   on, and none. Each answer is the kernel's for the file the number names at the submit. */
+static void remembered_direct_number_reused(io_context_t ctx)
+{
+	unsigned char *page = aligned(4096);
+	int number = temp_file(16384, 20, O_RDWR | O_DIRECT);
+	fsync_through(ctx, number);
+	for (int i = 0; i < 3; i++)
+		CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 20));
+
+	/* Same flags, another file: its bytes. */
+	under_number(temp_file(16384, 21, O_RDWR | O_DIRECT), number);
+	CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 21));
+	CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 21));
+
+	/* Write-only with O_DIRECT: a read is EBADF at submit. */
+	under_number(temp_file(16384, 22, O_WRONLY | O_DIRECT), number);
+	CHECK(read_page(ctx, number, page) == -EBADF - 100000);
+
+	/* Read-only with O_DIRECT, then a pipe whose read end has data: the pipe's bytes. */
+	under_number(temp_file(16384, 23, O_RDONLY | O_DIRECT), number);
+	CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 23));
+	int p[2];
+	CHECK(pipe(p) == 0);
+	CHECK(write(p[1], "piped", 5) == 5);
+	under_number(p[0], number);
+	CHECK(read_page(ctx, number, page) == 5 && memcmp(page, "piped", 5) == 0);
+	close(p[1]);
+
+	/* O_DIRECT switched off under the number, then on again: its bytes each time. */
+	under_number(temp_file(16384, 24, O_RDWR | O_DIRECT), number);
+	CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 24));
+	CHECK(fcntl(number, F_SETFL, fcntl(number, F_GETFL) & ~O_DIRECT) == 0);
+	CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 24));
+	CHECK(fcntl(number, F_SETFL, fcntl(number, F_GETFL) | O_DIRECT) == 0);
+	CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 24));
+
+	/* Read-only with O_DIRECT, read twice, then closed: EBADF at submit. */
+	under_number(temp_file(16384, 25, O_RDONLY | O_DIRECT), number);
+	CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 25));
+	CHECK(read_page(ctx, number, page) == 4096 && page[1] == file_byte(4097, 25));
+	CHECK(close(number) == 0);
+	CHECK(read_page(ctx, number, page) == -EBADF - 100000);
+	free(page);
+}
+
 int main(int argc, char **argv)
 {
 	report_library();
@@ -421,6 +497,7 @@ int main(int argc, char **argv)
 	int file = temp_file(8192, 5, O_RDONLY);
 	if (argc > 1 && strcmp(argv[1], "reuse-only") == 0) {
 		remembered_number_reused(ctx); /* also runs on the kernel's libaio */
+		remembered_direct_number_reused(ctx);
 		return 0;
 	}
 	fifth_pointer_bad(ctx, file);
@@ -432,6 +509,7 @@ int main(int argc, char **argv)
 	cold_fd_reused(ctx);
 	number_reused_between_submits(ctx);
 	remembered_number_reused(ctx);
+	remembered_direct_number_reused(ctx);
 	CHECK_RET(io_destroy(ctx), 0);
 	return 0;
 }

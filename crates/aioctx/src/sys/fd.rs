@@ -177,25 +177,96 @@ pub unsafe fn open_mode_raw(fd: RawFd) -> io::Result<OpenMode> {
 
 /// `open_mode_raw` for the crate, which only queries numbers it was given (or lent).
 pub(crate) fn open_mode_of(fd: RawFd) -> io::Result<OpenMode> {
-    // SAFETY: F_GETFL takes no pointer argument; a number that names nothing is EBADF.
-    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }.into())? as i32;
+    mode_and_flags_of(fd).map(|(mode, _)| mode)
+}
+
+fn mode_and_flags_of(fd: RawFd) -> io::Result<(OpenMode, StatusFlags)> {
+    let flags = status_flags_of(fd)?;
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat fills the stat buffer we pass; it is read only after success.
     check(unsafe { libc::fstat(fd, stat.as_mut_ptr()) }.into())?;
     // SAFETY: fstat succeeded, so the buffer is initialised.
     let stat = unsafe { stat.assume_init() };
-    let access = flags & libc::O_ACCMODE;
-    // An O_PATH descriptor names a file without opening it for I/O.
-    let usable = flags & libc::O_PATH == 0;
-    Ok(OpenMode {
-        readable: usable && (access == libc::O_RDONLY || access == libc::O_RDWR),
-        writable: usable && (access == libc::O_WRONLY || access == libc::O_RDWR),
-        direct: flags & libc::O_DIRECT != 0,
-        regular: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
-        sync: flags & libc::O_DSYNC != 0,
-        block_device: stat.st_mode & libc::S_IFMT == libc::S_IFBLK,
-        directory: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
-    })
+    Ok((OpenMode::of(flags, stat.st_mode), flags))
+}
+
+/// The status flags (`fcntl(F_GETFL)`) of the file a raw descriptor number names now
+/// (`EBADF` if none): the access mode, `O_DIRECT`, `O_SYNC` and the rest of what `open`
+/// and `F_SETFL` set.
+///
+/// # Safety
+///
+/// As [`open_mode_raw`]: `fd` is a number the caller may use for the call, or one that
+/// names no open file; it is only queried.
+pub unsafe fn status_flags_raw(fd: RawFd) -> io::Result<StatusFlags> {
+    status_flags_of(fd)
+}
+
+fn status_flags_of(fd: RawFd) -> io::Result<StatusFlags> {
+    // SAFETY: F_GETFL takes no pointer argument; a number that names nothing is EBADF.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }.into())? as i32;
+    Ok(StatusFlags(flags))
+}
+
+/// `O_LARGEFILE` as the kernel shows it in `F_GETFL` (glibc's constant is 0 on 64-bit
+/// targets, where `open` sets the bit regardless); 0 where not known here, which makes
+/// no mode recognizable by its flags alone.
+#[cfg(target_arch = "x86_64")]
+const KERNEL_O_LARGEFILE: i32 = 0o100000;
+#[cfg(target_arch = "aarch64")]
+const KERNEL_O_LARGEFILE: i32 = 0o400000;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const KERNEL_O_LARGEFILE: i32 = 0;
+
+/// An open file's status flags, as `fcntl(F_GETFL)` shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusFlags(i32);
+
+impl OpenMode {
+    fn of(StatusFlags(flags): StatusFlags, st_mode: libc::mode_t) -> OpenMode {
+        let access = flags & libc::O_ACCMODE;
+        // An O_PATH descriptor names a file without opening it for I/O.
+        let usable = flags & libc::O_PATH == 0;
+        let kind = st_mode & libc::S_IFMT;
+        OpenMode {
+            readable: usable && (access == libc::O_RDONLY || access == libc::O_RDWR),
+            writable: usable && (access == libc::O_WRONLY || access == libc::O_RDWR),
+            direct: flags & libc::O_DIRECT != 0,
+            regular: kind == libc::S_IFREG,
+            sync: flags & libc::O_DSYNC != 0,
+            block_device: kind == libc::S_IFBLK,
+            directory: kind == libc::S_IFDIR,
+        }
+    }
+
+    /// Whether this mode, learnt of a file whose status flags were `flags`, is the mode of
+    /// any file whose flags are `flags` too, so that one `fcntl(F_GETFL)` that finds them
+    /// unchanged confirms it, where learning it costs `fcntl` and `fstat`. That holds for a regular file or block device
+    /// opened `O_DIRECT`: the flags give all but the file's type, and only a file `open`ed
+    /// (which sets `O_LARGEFILE` on every 64-bit kernel, where `pipe2`, sockets and
+    /// eventfds never have it) whose filesystem or driver does direct I/O can have
+    /// `O_DIRECT` (`do_dentry_open` and `F_SETFL` refuse it elsewhere, directories and
+    /// character devices included). Both such types take the same paths in every engine.
+    /// One file escapes: a FIFO `open`ed and then given `O_DIRECT` by `F_SETFL` (pipes'
+    /// packet mode); a number the caller closes and reuses for such a FIFO, with the same
+    /// access flags, between two calls is taken for the file it named before, and its
+    /// reads wait for the FIFO's writer the way the kernel's `io_submit` itself would.
+    /// Callers bound that by learning the mode afresh now and then.
+    pub fn recognized_by(&self, StatusFlags(flags): StatusFlags) -> bool {
+        self.direct
+            && (self.regular || self.block_device)
+            && flags & KERNEL_O_LARGEFILE != 0
+            && flags & libc::O_DIRECT != 0
+    }
+}
+
+/// `open_mode_raw`, with the status flags it was learnt from.
+///
+/// # Safety
+///
+/// As [`open_mode_raw`].
+pub unsafe fn open_mode_and_flags_raw(fd: RawFd) -> io::Result<(OpenMode, StatusFlags)> {
+    mode_and_flags_of(fd)
 }
 
 /// Duplicates a raw descriptor the caller named (close-on-exec), so a request keeps the file
