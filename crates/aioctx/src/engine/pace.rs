@@ -12,7 +12,7 @@
 //! That a starting eventfd request always ends a nap (also one that starts after the last
 //! one out ended) is model-checked under `--cfg aioctx_loom` (the tests below).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::sync::model::{fence, lock, AtomicUsize, Condvar, Mutex};
@@ -28,8 +28,12 @@ const REAPER_TICK: Duration = Duration::from_millis(1);
 
 /// When the program last came to get_events, and what a reaper's nap waits for.
 pub(crate) struct Pace {
+    /// Set by get_events, cleared by a reaper's look, which then trusts the program from
+    /// that moment on: the program's calls read no clock, and write this line only once
+    /// per look (a reaper that naps looks once a `REAPER_TICK`).
+    program_came: AtomicBool,
     /// Until when (nanoseconds on the coarse clock) a program that called get_events is
-    /// trusted to come back for its completions. Written by get_events, read by the reaper.
+    /// trusted to come back for its completions. Written and read by reapers.
     program_reaps_until: AtomicU64,
     /// `PROGRAM_REAPS_FOR` and one tick of the coarse clock, which lags by up to one: so
     /// the program is trusted for at least `PROGRAM_REAPS_FOR`, and at most two ticks more.
@@ -46,6 +50,7 @@ pub(crate) struct Pace {
 impl Pace {
     pub(crate) fn new() -> Pace {
         Pace {
+            program_came: AtomicBool::new(false),
             program_reaps_until: AtomicU64::new(0),
             trust_for: (PROGRAM_REAPS_FOR + clock::coarse_tick()).as_nanos() as u64,
             eventfd_requests: AtomicUsize::new(0),
@@ -55,22 +60,25 @@ impl Pace {
         }
     }
 
-    /// Called by get_events: the program reaps for a while now. On the coarse clock, and
-    /// written only when it moved on: a program that reaps in a tight loop pays no clock
-    /// read of the TSC and no write to the reaper's cache line per call.
+    /// Called by get_events: the program reaps for a while now. A load of a line the
+    /// reaper writes only when it looks, and a store only once per look.
     pub(crate) fn program_is_reaping(&self) {
-        let until = clock::coarse_nanos() + self.trust_for;
-        if self.program_reaps_until.load(Ordering::Relaxed) < until {
-            self.program_reaps_until.fetch_max(until, Ordering::Relaxed);
+        if !self.program_came.load(Ordering::Relaxed) {
+            self.program_came.store(true, Ordering::Relaxed);
         }
     }
 
     /// Whether a thread came to get_events a moment ago (where it takes the completions
     /// there are, and sleeps on the engine's ready fd) and no request out signals an
-    /// eventfd: the reaper may nap.
+    /// eventfd: the reaper may nap. A call since the last look is trusted from now on,
+    /// so the trust runs from at most one reaper tick after the program's last call.
     pub(crate) fn program_reaps(&self) -> bool {
-        !self.eventfd_requests_out()
-            && clock::coarse_nanos() < self.program_reaps_until.load(Ordering::Relaxed)
+        let now = clock::coarse_nanos();
+        if self.program_came.swap(false, Ordering::Relaxed) {
+            self.program_reaps_until
+                .fetch_max(now + self.trust_for, Ordering::Relaxed);
+        }
+        !self.eventfd_requests_out() && now < self.program_reaps_until.load(Ordering::Relaxed)
     }
 
     /// A request that signals an eventfd starts: a napping reaper goes back to posting
