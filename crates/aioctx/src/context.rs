@@ -547,6 +547,7 @@ impl Context {
             if remaining == Some(Duration::ZERO) {
                 break;
             }
+            self.engine.before_wait();
             let ready = || ring.unreaped() > 0 || !self.core.lifecycle.is_live();
             let woken = self
                 .core

@@ -33,9 +33,10 @@
 //!
 //! **Who reaps.** Every iocb signals one eventfd of the process (`IOCB_FLAG_RESFD`), the
 //! engine's ready fd: a thread waiting in get_events polls it and takes the kernel's events
-//! itself (`reap_ready`), of every context, so that a completion wakes the program once, as
-//! the kernel's own `io_getevents` does, instead of waking a reaper on the other CPU that
-//! then wakes the program (on a 2-vCPU VM, a cross-CPU wake-up costs ~35 us). Each shared
+//! itself (`reap_ready`; the eventfd is reset only before a wait, `before_wait`), of every
+//! context, so that a completion wakes the program once, as the kernel's own
+//! `io_getevents` does, instead of waking a reaper on the other CPU that then wakes the
+//! program (on a 2-vCPU VM, a cross-CPU wake-up costs ~35 us). Each shared
 //! kernel context also has a reaper thread blocked in `io_getevents`, for the completions
 //! nobody waits for in get_events (eventfd users, programs reading the ring directly);
 //! while the program reaps itself it only looks once a tick (`engine/pace.rs`).
@@ -670,25 +671,43 @@ impl Engine for KaioEngine {
         REAPING.get().map(|reaping| reaping.ready())
     }
 
-    /// Takes the events the kernel has ready, of every context, on this thread. The eventfd
-    /// is reset first: an event completed after that signals it again, so a wait that
-    /// follows cannot sleep through it.
+    /// Takes the events the kernel has ready, of every context, on this thread: a look at
+    /// each ring's header, and an `io_getevents` only for a ring with events. The eventfd
+    /// is left as it is (see `before_wait`): a program that keeps the device busy finds
+    /// events at every call and makes no `read` of it.
     fn reap_ready(&self) {
-        let Some(reaping) = REAPING.get() else {
-            return;
-        };
-        if FORKED_CHILD.load(Ordering::Relaxed) {
-            return;
+        if let Some(reaping) = self.reaping() {
+            reaping.pace.program_is_reaping();
+            reap_all();
         }
-        reaping.pace.program_is_reaping();
-        if !any_outstanding() {
-            return;
+    }
+
+    /// Resets the eventfd, then takes what is ready: an event completed after the reset
+    /// signals it again, so the wait that follows cannot sleep through it, and one
+    /// completed before is taken here (and ends the wait at once).
+    fn before_wait(&self) {
+        if let Some(reaping) = self.reaping() {
+            eventfd_drain(reaping.ready());
+            reap_all();
         }
-        eventfd_drain(reaping.ready());
-        let mut events = [IoEvent::default(); REAP_BATCH];
-        for kernel in KERNEL.iter().map_while(|k| k.get()) {
-            kernel.reap_now(&mut events);
-        }
+    }
+}
+
+impl KaioEngine {
+    /// What waiting threads share, if there are requests out to reap and this is the
+    /// process that made the kernel contexts.
+    fn reaping(&self) -> Option<&'static Reaping> {
+        let reaping = REAPING.get()?;
+        let usable = !FORKED_CHILD.load(Ordering::Relaxed) && any_outstanding();
+        usable.then_some(reaping)
+    }
+}
+
+/// Takes, on this thread, the events every shared kernel context has ready.
+fn reap_all() {
+    let mut events = [IoEvent::default(); REAP_BATCH];
+    for kernel in KERNEL.iter().map_while(|k| k.get()) {
+        kernel.reap_now(&mut events);
     }
 }
 

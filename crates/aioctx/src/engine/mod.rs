@@ -77,6 +77,10 @@ pub(crate) trait Engine: Send + Sync {
     /// Completes, on the calling thread, the requests whose completions are ready.
     fn reap_ready(&self) {}
 
+    /// Readies `ready_fd` for a wait that follows at once: whatever completes after this
+    /// makes it readable. Completions it takes end the wait before it sleeps.
+    fn before_wait(&self) {}
+
     /// Hands the kernel what `start` held back while this thread was plugged (see
     /// [`plugged`]). Called once the batch is complete.
     fn flush(&self) {}
