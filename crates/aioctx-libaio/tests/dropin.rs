@@ -113,13 +113,22 @@ fn run_c(name: &str) {
 
 /// As `run_c`, on the given engines.
 fn run_c_on(name: &str, engines: Vec<&str>) {
+    run_c_with(name, engines, &[]);
+}
+
+/// As `run_c_on`, with arguments for the program.
+fn run_c_with(name: &str, engines: Vec<&str>, args: &[&str]) {
     let binary = c_program(name);
     for engine in engines {
         let out = on_dropin(binary.to_str().expect("utf-8 path"), engine)
+            .args(args)
             .output()
             .expect("run C program");
         let report = text(&out);
-        assert!(out.status.success(), "{name} on {engine}: {report}");
+        assert!(
+            out.status.success(),
+            "{name} {args:?} on {engine}: {report}"
+        );
         let served = format!("libaio: {}", dropin().display());
         assert!(
             String::from_utf8_lossy(&out.stdout).contains(&served),
@@ -502,18 +511,7 @@ fn record_locks_survive_requests_that_take_no_fd_copy() {
         "locks",
         engines().into_iter().filter(|&e| e != "sim").collect(),
     );
-    let binary = c_program("locks");
-    for engine in ["uring", "kaio"] {
-        let out = on_dropin(binary.to_str().expect("utf-8 path"), engine)
-            .arg("direct")
-            .output()
-            .expect("run locks");
-        assert!(
-            out.status.success(),
-            "locks direct on {engine}: {}",
-            text(&out)
-        );
-    }
+    run_c_with("locks", vec!["uring", "kaio"], &["direct"]);
 }
 
 /// `pthread_cancel` of a thread inside the library, waiting in io_getevents or with the

@@ -233,18 +233,25 @@ static void number_reused_between_submits(io_context_t ctx)
 	close(other);
 }
 
-/* Reads 64 bytes at offset 0 of `fd` through the context and returns the event's res. */
-static long read_64(io_context_t ctx, int fd, void *buf)
+/* Reads `len` bytes at `offset` of `fd` through the context and returns the event's res,
+   or submit's own error - 100000 (told apart). */
+static long read_at(io_context_t ctx, int fd, void *buf, size_t len, off_t offset)
 {
 	struct iocb iocb;
 	struct iocb *list[1] = {&iocb};
-	io_prep_pread(&iocb, fd, buf, 64, 0);
+	io_prep_pread(&iocb, fd, buf, len, offset);
 	long ret = io_submit(ctx, 1, list);
 	if (ret != 1)
-		return ret == 0 ? -9999 : ret - 100000; /* submit's own error, told apart */
+		return ret == 0 ? -9999 : ret - 100000;
 	struct io_event event;
 	reap(ctx, 1, &event);
 	return (long)event.res;
+}
+
+/* The first 64 bytes of `fd`, as read_at. */
+static long read_64(io_context_t ctx, int fd, void *buf)
+{
+	return read_at(ctx, fd, buf, 64, 0);
 }
 
 /* Makes `number` name the file `fd` names, as a caller reusing a number does (`fd` is
@@ -410,19 +417,10 @@ static void remembered_number_reused(io_context_t ctx)
 	close(number);
 }
 
-/* Reads the 4 KiB at 4096 of `fd` into the aligned `page` through the context and
-   returns the event's res, or submit's own error - 100000. */
+/* The second 4 KiB page of `fd` into the aligned `page`, as read_at (O_DIRECT-sized). */
 static long read_page(io_context_t ctx, int fd, unsigned char *page)
 {
-	struct iocb iocb;
-	struct iocb *list[1] = {&iocb};
-	io_prep_pread(&iocb, fd, page, 4096, 4096);
-	long ret = io_submit(ctx, 1, list);
-	if (ret != 1)
-		return ret == 0 ? -9999 : ret - 100000;
-	struct io_event event;
-	reap(ctx, 1, &event);
-	return (long)event.res;
+	return read_at(ctx, fd, page, 4096, 4096);
 }
 
 /* Submits an fsync of `fd` and reaps it: the drop-in learns the mode of what the number
