@@ -665,10 +665,7 @@ impl Engine for KaioEngine {
     /// of the kernel's to watch, and a count left from events already taken would only
     /// wake it for nothing).
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
-        if FORKED_CHILD.load(Ordering::Relaxed) || !any_outstanding() {
-            return None;
-        }
-        REAPING.get().map(|reaping| reaping.ready())
+        self.reaping().map(|reaping| reaping.ready())
     }
 
     /// Takes the events the kernel has ready, of every context, on this thread: a look at
@@ -695,7 +692,8 @@ impl Engine for KaioEngine {
 
 impl KaioEngine {
     /// What waiting threads share, if there are requests out to reap and this is the
-    /// process that made the kernel contexts.
+    /// process that made the kernel contexts: with none out, a wait polls no eventfd
+    /// (`ready_fd`) and so needs no reset of it (`before_wait`).
     fn reaping(&self) -> Option<&'static Reaping> {
         let reaping = REAPING.get()?;
         let usable = !FORKED_CHILD.load(Ordering::Relaxed) && any_outstanding();

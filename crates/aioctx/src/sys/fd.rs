@@ -241,22 +241,20 @@ impl OpenMode {
 
     /// Whether this mode, learnt of a file whose status flags were `flags`, is the mode of
     /// any file whose flags are `flags` too, so that one `fcntl(F_GETFL)` that finds them
-    /// unchanged confirms it, where learning it costs `fcntl` and `fstat`. That holds for a regular file or block device
-    /// opened `O_DIRECT`: the flags give all but the file's type, and only a file `open`ed
-    /// (which sets `O_LARGEFILE` on every 64-bit kernel, where `pipe2`, sockets and
-    /// eventfds never have it) whose filesystem or driver does direct I/O can have
-    /// `O_DIRECT` (`do_dentry_open` and `F_SETFL` refuse it elsewhere, directories and
-    /// character devices included). Both such types take the same paths in every engine.
-    /// One file escapes: a FIFO `open`ed and then given `O_DIRECT` by `F_SETFL` (pipes'
-    /// packet mode); a number the caller closes and reuses for such a FIFO, with the same
-    /// access flags, between two calls is taken for the file it named before, and its
-    /// reads wait for the FIFO's writer the way the kernel's `io_submit` itself would.
-    /// Callers bound that by learning the mode afresh now and then.
+    /// unchanged confirms it, where learning it costs `fcntl` and `fstat`. That holds for
+    /// a regular file or block device opened `O_DIRECT`: the flags give all but the file's
+    /// type, and only a file `open`ed (which sets `O_LARGEFILE` on every 64-bit kernel,
+    /// where `pipe2`, sockets and eventfds never have it) whose filesystem or driver does
+    /// direct I/O can have `O_DIRECT` (`do_dentry_open` and `F_SETFL` refuse it elsewhere,
+    /// directories and character devices included). Both such types take the same paths
+    /// in every engine. One file escapes: a FIFO `open`ed and then given `O_DIRECT` by
+    /// `F_SETFL` (pipes' packet mode); a number the caller closes and reuses for such a
+    /// FIFO, with the same access flags, between two calls is taken for the file it named
+    /// before, and its reads wait for the FIFO's writer the way the kernel's `io_submit`
+    /// itself would. Callers bound that by learning the mode afresh now and then.
     pub fn recognized_by(&self, StatusFlags(flags): StatusFlags) -> bool {
-        self.direct
-            && (self.regular || self.block_device)
-            && flags & KERNEL_O_LARGEFILE != 0
-            && flags & libc::O_DIRECT != 0
+        // `direct` is the flags' O_DIRECT: the mode was learnt with them.
+        self.direct && (self.regular || self.block_device) && flags & KERNEL_O_LARGEFILE != 0
     }
 }
 
